@@ -1,0 +1,300 @@
+// Package config loads the builder's configuration: the original
+// open-balena-builder's environment variables, OBB_* variables for what
+// they cannot say, and an optional YAML file for many hosts per
+// architecture. Invalid configuration fails at start with the field named.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration of one obb process.
+type Config struct {
+	// TLD is BALENA_TLD: api.<tld>, registry2.<tld>, delta.<tld> derive from it.
+	TLD string `yaml:"balena_tld"`
+	// APIURL is open-balena-api's base URL. API_HOST may be a host
+	// ("api.example.com", https assumed) or a URL ("http://127.0.0.1:3000").
+	APIURL string `yaml:"api_url"`
+	// DeltaURL is open-balena-delta's base URL (DELTA_HOST); empty: no deltas.
+	DeltaURL string `yaml:"delta_url"`
+	// RegistryHost is REGISTRY2_HOST, the registry images are pushed to.
+	RegistryHost string `yaml:"registry_host"`
+	// BuilderToken is TOKEN_AUTH_BUILDER_TOKEN (only for /auth/v1/token).
+	BuilderToken string `yaml:"-"`
+	// BuildKit is DOCKER_BUILDKIT: the default for hosts that do not say.
+	BuildKit bool `yaml:"buildkit"`
+
+	// Hosts are the Docker hosts that build.
+	Hosts []Host `yaml:"hosts"`
+
+	Listen Listen `yaml:"listen"`
+	// DataDir holds uploaded build contexts.
+	DataDir string `yaml:"data_dir"`
+	// PluginDir holds executor plugin binaries (obb-plugin-<name>).
+	PluginDir string `yaml:"plugin_dir"`
+	// Limits on uploads and builds.
+	Limits Limits `yaml:"limits"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Listen holds the addresses each service listens on.
+type Listen struct {
+	// HTTP serves /v3/build (balena-cli) and the REST gateway.
+	HTTP      string `yaml:"http"`
+	Ingest    string `yaml:"ingest"`
+	Scheduler string `yaml:"scheduler"`
+	Executor  string `yaml:"executor"`
+	Release   string `yaml:"release"`
+}
+
+// Limits bound what one push may use.
+type Limits struct {
+	// MaxUploadBytes bounds the compressed upload.
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// MaxContextBytes bounds the uncompressed tar.
+	MaxContextBytes int64 `yaml:"max_context_bytes"`
+	// MaxEntries bounds the number of tar entries.
+	MaxEntries int `yaml:"max_entries"`
+	// BuildTimeout bounds one build, queue time included.
+	BuildTimeout time.Duration `yaml:"build_timeout"`
+}
+
+// Host is one Docker host.
+type Host struct {
+	Name string `yaml:"name"`
+	// Plugin drives the host: docker-tcp (default), buildkit, ssh-docker.
+	Plugin   string `yaml:"plugin"`
+	Endpoint string `yaml:"endpoint"`
+	// NativeArchs are the CPU architecture slugs built natively.
+	NativeArchs []string `yaml:"native_archs"`
+	// EmulatedArchs are built under QEMU on this host.
+	EmulatedArchs []string `yaml:"emulated_archs"`
+	MaxConcurrent int      `yaml:"max_concurrent"`
+	TLSCA         string   `yaml:"tls_ca"`
+	TLSCert       string   `yaml:"tls_cert"`
+	TLSKey        string   `yaml:"tls_key"`
+	// BuildKit overrides DOCKER_BUILDKIT for this host.
+	BuildKit *bool `yaml:"buildkit"`
+	// AllowPlaintext accepts tcp:// without TLS (port 2375) for this host.
+	AllowPlaintext bool `yaml:"allow_plaintext"`
+}
+
+// UsesBuildKit tells whether builds on h use BuildKit.
+func (h Host) UsesBuildKit(def bool) bool {
+	if h.BuildKit != nil {
+		return *h.BuildKit
+	}
+	return def
+}
+
+// Architecture families: what a host of each Docker architecture builds
+// natively, and what it can build under emulation.
+var (
+	amd64Native = []string{"amd64", "i386", "i386-nlp"}
+	arm64Native = []string{"aarch64", "armv7hf", "rpi"}
+)
+
+// Defaults returns the configuration before env and file are applied.
+func Defaults() Config {
+	return Config{
+		Listen: Listen{
+			HTTP:      ":80",
+			Ingest:    "127.0.0.1:9101",
+			Scheduler: "127.0.0.1:9102",
+			Executor:  "127.0.0.1:9103",
+			Release:   "127.0.0.1:9104",
+		},
+		DataDir:  "/var/lib/obb",
+		LogLevel: "info",
+		Limits: Limits{
+			MaxUploadBytes:  2 << 30,
+			MaxContextBytes: 8 << 30,
+			MaxEntries:      200_000,
+			BuildTimeout:    2 * time.Hour,
+		},
+	}
+}
+
+// Load reads the YAML file at path (if not empty), then the environment
+// (which wins), fills what derives from BALENA_TLD, and validates.
+func Load(path string, getenv func(string) string) (Config, error) {
+	c := Defaults()
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return c, fmt.Errorf("config file: %w", err)
+		}
+		defer f.Close()
+		dec := yaml.NewDecoder(f)
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil {
+			return c, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	if err := c.applyEnv(getenv); err != nil {
+		return c, err
+	}
+	c.derive()
+	return c, c.Validate()
+}
+
+func (c *Config) applyEnv(getenv func(string) string) error {
+	set := func(dst *string, key string) {
+		if v := getenv(key); v != "" {
+			*dst = v
+		}
+	}
+	set(&c.TLD, "BALENA_TLD")
+	if v := getenv("API_HOST"); v != "" {
+		c.APIURL = hostURL(v)
+	}
+	if v := getenv("DELTA_HOST"); v != "" {
+		c.DeltaURL = hostURL(v)
+	}
+	set(&c.RegistryHost, "REGISTRY2_HOST")
+	set(&c.BuilderToken, "TOKEN_AUTH_BUILDER_TOKEN")
+	set(&c.DataDir, "OBB_DATA_DIR")
+	set(&c.PluginDir, "OBB_PLUGIN_DIR")
+	set(&c.LogLevel, "OBB_LOG_LEVEL")
+	set(&c.Listen.HTTP, "OBB_HTTP_ADDR")
+	set(&c.Listen.Ingest, "OBB_INGEST_ADDR")
+	set(&c.Listen.Scheduler, "OBB_SCHEDULER_ADDR")
+	set(&c.Listen.Executor, "OBB_EXECUTOR_ADDR")
+	set(&c.Listen.Release, "OBB_RELEASE_ADDR")
+	if v := getenv("DOCKER_BUILDKIT"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("DOCKER_BUILDKIT: %q is not a boolean (use 0 or 1)", v)
+		}
+		c.BuildKit = b
+	}
+	if v := getenv("OBB_BUILD_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("OBB_BUILD_TIMEOUT: %w", err)
+		}
+		c.Limits.BuildTimeout = d
+	}
+	for _, e := range []struct{ key, name string }{{"DOCKER_HOST_AMD64", "amd64"}, {"DOCKER_HOST_ARM64", "arm64"}} {
+		v := getenv(e.key)
+		if v == "" {
+			continue
+		}
+		h := Host{Name: e.name, Plugin: "docker-tcp", Endpoint: v, MaxConcurrent: 2, AllowPlaintext: true}
+		if e.name == "amd64" {
+			h.NativeArchs, h.EmulatedArchs = amd64Native, arm64Native
+		} else {
+			h.NativeArchs, h.EmulatedArchs = arm64Native, amd64Native
+		}
+		c.Hosts = append(c.Hosts, h)
+	}
+	return nil
+}
+
+// hostURL turns API_HOST/DELTA_HOST into a URL: a bare host gets https://,
+// as the original builder did.
+func hostURL(v string) string {
+	if strings.Contains(v, "://") {
+		return strings.TrimRight(v, "/")
+	}
+	return "https://" + strings.TrimRight(v, "/")
+}
+
+func (c *Config) derive() {
+	if c.TLD != "" {
+		if c.APIURL == "" {
+			c.APIURL = "https://api." + c.TLD
+		}
+		if c.RegistryHost == "" {
+			c.RegistryHost = "registry2." + c.TLD
+		}
+	}
+	for i := range c.Hosts {
+		h := &c.Hosts[i]
+		if h.Plugin == "" {
+			h.Plugin = "docker-tcp"
+		}
+		if h.MaxConcurrent == 0 {
+			h.MaxConcurrent = 2
+		}
+	}
+}
+
+// Validate checks the configuration and names the first bad field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.APIURL == "" {
+		errs = append(errs, errors.New("API_HOST (or BALENA_TLD): open-balena-api's address is required"))
+	} else if u, err := url.Parse(c.APIURL); err != nil || u.Host == "" {
+		errs = append(errs, fmt.Errorf("API_HOST: %q is not a host or URL", c.APIURL))
+	}
+	if c.RegistryHost == "" {
+		errs = append(errs, errors.New("REGISTRY2_HOST (or BALENA_TLD): the registry host is required"))
+	}
+	if c.BuilderToken == "" {
+		errs = append(errs, errors.New("TOKEN_AUTH_BUILDER_TOKEN: required to get registry push tokens"))
+	}
+	if len(c.Hosts) == 0 {
+		errs = append(errs, errors.New("DOCKER_HOST_AMD64 or DOCKER_HOST_ARM64 (or hosts: in the config file): at least one Docker host is required"))
+	}
+	seen := map[string]bool{}
+	for i, h := range c.Hosts {
+		field := fmt.Sprintf("hosts[%d]", i)
+		if h.Name == "" {
+			errs = append(errs, fmt.Errorf("%s.name: required", field))
+		} else if seen[h.Name] {
+			errs = append(errs, fmt.Errorf("%s.name: %q is used twice", field, h.Name))
+		}
+		seen[h.Name] = true
+		u, err := url.Parse(h.Endpoint)
+		switch {
+		case h.Endpoint == "":
+			errs = append(errs, fmt.Errorf("%s.endpoint: required", field))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s.endpoint: %v", field, err))
+		case u.Scheme != "tcp" && u.Scheme != "unix" && u.Scheme != "ssh":
+			errs = append(errs, fmt.Errorf("%s.endpoint: %q: scheme must be tcp://, unix:// or ssh://", field, h.Endpoint))
+		}
+		if len(h.NativeArchs)+len(h.EmulatedArchs) == 0 {
+			errs = append(errs, fmt.Errorf("%s.native_archs: at least one architecture is required", field))
+		}
+		for _, a := range append(append([]string{}, h.NativeArchs...), h.EmulatedArchs...) {
+			if _, ok := Platform(a); !ok {
+				errs = append(errs, fmt.Errorf("%s: unknown architecture %q (use amd64, i386, i386-nlp, aarch64, armv7hf, rpi)", field, a))
+			}
+		}
+		if h.MaxConcurrent < 0 {
+			errs = append(errs, fmt.Errorf("%s.max_concurrent: must be positive", field))
+		}
+	}
+	if c.Limits.BuildTimeout <= 0 {
+		errs = append(errs, errors.New("limits.build_timeout: must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Platform maps a CPU architecture slug to a Docker platform.
+func Platform(arch string) (string, bool) {
+	switch arch {
+	case "amd64":
+		return "linux/amd64", true
+	case "i386", "i386-nlp":
+		return "linux/386", true
+	case "aarch64":
+		return "linux/arm64/v8", true
+	case "armv7hf":
+		return "linux/arm/v7", true
+	case "rpi":
+		return "linux/arm/v6", true
+	}
+	return "", false
+}

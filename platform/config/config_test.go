@@ -1,0 +1,78 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadSeedVariables(t *testing.T) {
+	c, err := Load("", env(map[string]string{
+		"BALENA_TLD":               "example.com",
+		"DOCKER_HOST_AMD64":        "tcp://10.0.0.1:2375",
+		"DOCKER_HOST_ARM64":        "tcp://10.0.0.2:2375",
+		"DOCKER_BUILDKIT":          "0",
+		"TOKEN_AUTH_BUILDER_TOKEN": "builder-secret",
+		"DELTA_HOST":               "delta.example.com",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.APIURL != "https://api.example.com" || c.RegistryHost != "registry2.example.com" || c.DeltaURL != "https://delta.example.com" {
+		t.Errorf("derived hosts wrong: %+v", c)
+	}
+	if len(c.Hosts) != 2 || c.Hosts[0].Name != "amd64" || c.Hosts[1].NativeArchs[0] != "aarch64" || c.BuildKit {
+		t.Errorf("hosts wrong: %+v", c.Hosts)
+	}
+}
+
+func TestLoadErrorsNameTheField(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"no api", map[string]string{"DOCKER_HOST_AMD64": "unix:///x", "TOKEN_AUTH_BUILDER_TOKEN": "t", "REGISTRY2_HOST": "r"}, "API_HOST"},
+		{"no host", map[string]string{"BALENA_TLD": "x.io", "TOKEN_AUTH_BUILDER_TOKEN": "t"}, "DOCKER_HOST_AMD64"},
+		{"no builder token", map[string]string{"BALENA_TLD": "x.io", "DOCKER_HOST_AMD64": "unix:///x"}, "TOKEN_AUTH_BUILDER_TOKEN"},
+		{"bad buildkit", map[string]string{"BALENA_TLD": "x.io", "DOCKER_BUILDKIT": "maybe"}, "DOCKER_BUILDKIT"},
+		{"bad scheme", map[string]string{"BALENA_TLD": "x.io", "TOKEN_AUTH_BUILDER_TOKEN": "t", "DOCKER_HOST_AMD64": "http://x:2375"}, "hosts[0].endpoint"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load("", env(tt.env))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want mention of %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "obb.yaml")
+	os.WriteFile(p, []byte(`
+balena_tld: example.com
+hosts:
+  - name: arm-1
+    endpoint: tcp://10.0.0.3:2376
+    native_archs: [aarch64]
+    max_concurrent: 4
+  - name: arm-2
+    endpoint: tcp://10.0.0.4:2376
+    native_archs: [aarch64]
+`), 0o600)
+	c, err := Load(p, env(map[string]string{"TOKEN_AUTH_BUILDER_TOKEN": "t"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Hosts) != 2 || c.Hosts[0].MaxConcurrent != 4 || c.Hosts[1].MaxConcurrent != 2 || c.Hosts[1].Plugin != "docker-tcp" {
+		t.Errorf("hosts = %+v", c.Hosts)
+	}
+	os.WriteFile(p, []byte("hostz: []\n"), 0o600)
+	if _, err := Load(p, env(nil)); err == nil || !strings.Contains(err.Error(), "hostz") {
+		t.Errorf("unknown field not named: %v", err)
+	}
+}
