@@ -1,0 +1,70 @@
+# open-balena-builder. `make demo` runs a real push end to end on local
+# defaults; `make test` installs what the tests need and runs them all.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/bin:$(PATH)
+GO ?= go
+# Every module of the workspace (tools/ stays out of go.work).
+PKGS := ./platform/... ./proto/... ./plugins/sdk/... ./plugins/docker-tcp/... \
+        ./services/ingest/... ./services/scheduler/... ./services/executor/... \
+        ./services/release/... ./cmd/obb/... ./tests/...
+TOOLS := bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc bin/protoc-gen-grpc-gateway bin/protoc-gen-openapiv2 bin/grpcurl
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: all build tools proto proto-check lint test test-unit test-e2e fuzz bench demo deps clean
+
+all: build
+
+## build: the obb binary and the executor plugins, into bin/
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/obb ./cmd/obb
+	$(GO) build -o bin/obb-plugin-docker-tcp ./plugins/docker-tcp
+
+## tools: buf, protoc plugins and grpcurl at the versions pinned in tools/go.mod
+tools: $(TOOLS)
+$(TOOLS) &: tools/go.mod tools/go.sum
+	GOWORK=off GOBIN=$(CURDIR)/bin $(GO) -C tools install tool
+	@touch $(TOOLS)
+
+## proto: regenerate the Go code and OpenAPI from proto/ (offline)
+proto: tools
+	buf lint
+	buf generate
+
+## proto-check: fail if `make proto` changes anything (generated code is committed)
+proto-check: proto
+	@git diff --exit-code -- proto || (echo "make proto changed generated code: commit it" >&2; exit 1)
+	@test -z "$$(git status --porcelain --untracked-files=all -- proto)" || (git status --short -- proto; echo "make proto left untracked files" >&2; exit 1)
+
+## lint: buf lint, go vet, gofmt
+lint: tools
+	buf lint
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v -e '\.pb\.go$$' -e '\.pb\.gw\.go$$')); test -z "$$out" || (echo "gofmt needed: $$out" >&2; exit 1)
+
+## deps: Debian packages (docker.io, docker-registry, qemu-user-static), busybox, binfmt
+deps:
+	bash scripts/deps.sh
+
+## test: everything, end to end included (installs and starts what it needs)
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+## test-unit: the tests that need no daemon
+test-unit:
+	$(GO) test -count=1 ./platform/... ./services/... ./plugins/sdk/...
+
+## fuzz: a short run of every fuzz target
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime 20s ./services/ingest/upload
+
+## bench: push overhead and first byte against raw docker build + push
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 ./tests/e2e/ ./services/ingest/upload/
+
+## demo: start a local stack, push examples/hello, print the release and digest
+demo: deps
+	$(GO) run ./tests/cmd/demo
+
+clean:
+	rm -rf bin .cache

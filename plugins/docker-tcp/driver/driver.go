@@ -1,0 +1,73 @@
+// Package driver is the docker-tcp executor plugin: it builds with the
+// classic builder of a remote Docker daemon (tcp:// with optional TLS, or
+// unix://) and pushes the result to the registry from that daemon.
+package driver
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/open-balena-builder/builder/plugins/sdk"
+	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
+)
+
+// Name and Version identify the plugin in Info.
+const (
+	Name    = "docker-tcp"
+	Version = "0.1.0"
+)
+
+// Driver implements sdk.Executor. It keeps no state between builds except
+// the cancel functions of the builds in flight.
+type Driver struct {
+	logger *slog.Logger
+
+	mu   sync.Mutex
+	jobs map[string]context.CancelFunc
+}
+
+var _ sdk.Executor = (*Driver)(nil)
+
+// New returns a Driver that logs to logger.
+func New(logger *slog.Logger) *Driver {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Driver{logger: logger.With("plugin", Name), jobs: make(map[string]context.CancelFunc)}
+}
+
+// Info names the plugin and the API versions it speaks.
+func (d *Driver) Info(context.Context) (*pluginv1.InfoResponse, error) {
+	return &pluginv1.InfoResponse{Name: Name, Version: Version, ApiVersions: []int32{sdk.APIVersion}}, nil
+}
+
+// Cancel cancels the running build of jobID; Build then returns a Canceled error.
+func (d *Driver) Cancel(_ context.Context, jobID string) error {
+	d.mu.Lock()
+	cancel, ok := d.jobs[jobID]
+	d.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("cancel job %q: no such build running: %w", jobID, sdk.ErrNotFound)
+	}
+	d.logger.Info("cancelling build", "job", jobID)
+	cancel()
+	return nil
+}
+
+// track registers a build's cancel function under its job id; the returned
+// func unregisters it.
+func (d *Driver) track(jobID string, cancel context.CancelFunc) (func(), error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, dup := d.jobs[jobID]; dup {
+		return nil, fmt.Errorf("job %q is already building: %w", jobID, sdk.ErrInvalidArgument)
+	}
+	d.jobs[jobID] = cancel
+	return func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		delete(d.jobs, jobID)
+	}, nil
+}

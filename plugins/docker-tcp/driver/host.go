@@ -1,0 +1,61 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+
+	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
+)
+
+// Health pings the daemon.
+func (d *Driver) Health(ctx context.Context, host *pluginv1.HostConfig) error {
+	c, err := newClient(host)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Ping(ctx); err != nil {
+		return engineError(fmt.Sprintf("ping %s", host.GetEndpoint()), err)
+	}
+	return nil
+}
+
+// Capabilities reports the daemon's own platform and engine version.
+// BuildKit and secrets are reported false: this plugin builds with the
+// classic builder only (see Build).
+func (d *Driver) Capabilities(ctx context.Context, host *pluginv1.HostConfig) (*pluginv1.CapabilitiesResponse, error) {
+	c, err := newClient(host)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, engineError(fmt.Sprintf("info %s", host.GetEndpoint()), err)
+	}
+	return &pluginv1.CapabilitiesResponse{
+		NativePlatforms: []string{platform(info.OSType, info.Architecture)},
+		EngineVersion:   info.ServerVersion,
+	}, nil
+}
+
+// platform turns the daemon's uname-style OS and architecture into a Docker
+// platform string ("x86_64" → linux/amd64, "aarch64" → linux/arm64/v8).
+func platform(osType, arch string) string {
+	if osType == "" {
+		osType = "linux"
+	}
+	switch arch {
+	case "x86_64", "amd64":
+		arch = "amd64"
+	case "aarch64", "arm64":
+		arch = "arm64/v8"
+	case "armv7l", "armhf":
+		arch = "arm/v7"
+	case "armv6l", "armel":
+		arch = "arm/v6"
+	case "i386", "i686":
+		arch = "386"
+	}
+	return osType + "/" + arch
+}

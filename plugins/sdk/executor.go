@@ -1,0 +1,36 @@
+package sdk
+
+import (
+	"context"
+	"io"
+
+	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
+)
+
+// APIVersion is the plugin API version this package speaks (the proto's v1).
+const APIVersion = 1
+
+// Executor builds images on one kind of build host and pushes them to the
+// registry. Implementations must be safe for concurrent use: the executor runs
+// several builds on one plugin at a time.
+type Executor interface {
+	// Info names the plugin and the API versions it speaks.
+	Info(ctx context.Context) (*pluginv1.InfoResponse, error)
+	// Capabilities tells what host can do (native platforms, BuildKit, secrets).
+	Capabilities(ctx context.Context, host *pluginv1.HostConfig) (*pluginv1.CapabilitiesResponse, error)
+	// Health returns nil when host answers and can build.
+	Health(ctx context.Context, host *pluginv1.HostConfig) error
+	// Build builds spec from the tar in buildContext, pushes the image to
+	// spec.ImageRef (tag latest) and returns the result. Each output line goes
+	// to logs as it comes. Cancelling ctx stops the build on the host (no
+	// container left running).
+	Build(ctx context.Context, spec *pluginv1.BuildSpec, buildContext io.Reader, logs LogSink) (*pluginv1.Result, error)
+	// Cancel stops the running build with this job id. It returns an error
+	// wrapping ErrNotFound when no such build runs.
+	Cancel(ctx context.Context, jobID string) error
+}
+
+// LogSink receives build and push output one line at a time, in order. An
+// error from the sink aborts the build. The sinks handed to plugins by Serve
+// are safe for concurrent use.
+type LogSink func(*pluginv1.Log) error

@@ -1,0 +1,102 @@
+package sdktest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/open-balena-builder/builder/plugins/sdk"
+	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
+)
+
+// Env is what the contract suite needs from its caller: a real build host
+// and a registry that accepts token pushes.
+type Env struct {
+	// Host is the build host handed to the plugin.
+	Host *pluginv1.HostConfig
+	// DockerHost reaches the same daemon for the suite's own checks
+	// (unix:///path or tcp://host:port).
+	DockerHost string
+	// Platform to build for (linux/amd64); the daemon must run it natively
+	// or through binfmt.
+	Platform string
+	// BaseImage is the FROM of the test Dockerfiles, present on the daemon
+	// (default "busybox").
+	BaseImage string
+	// ImageRef returns a fresh "<registry>/v2/<hash>" to push to.
+	ImageRef func(t *testing.T) string
+	// RegistryToken returns a pull/push registry token for repo ("v2/<hash>").
+	RegistryToken func(t *testing.T, repo string) string
+}
+
+// Timeouts of the suite. Builds are tiny; the margins are for slow CI hosts.
+const (
+	buildTimeout  = 2 * time.Minute
+	cancelTimeout = 20 * time.Second // from cancel to Build's return
+)
+
+// RunContract runs the suite every executor plugin must pass, against the
+// Executor newExec returns (called once per subtest).
+func RunContract(t *testing.T, newExec func(t *testing.T) sdk.Executor, env Env) {
+	t.Helper()
+	if env.BaseImage == "" {
+		env.BaseImage = "busybox"
+	}
+	t.Run("Info", func(t *testing.T) { testInfo(t, newExec(t)) })
+	t.Run("Capabilities", func(t *testing.T) { testCapabilities(t, newExec(t), env) })
+	t.Run("Health", func(t *testing.T) { testHealth(t, newExec(t), env) })
+	t.Run("Build", func(t *testing.T) { testBuild(t, newExec(t), env) })
+	t.Run("BuildFails", func(t *testing.T) { testBuildFails(t, newExec(t), env) })
+	t.Run("CancelContext", func(t *testing.T) { testCancel(t, newExec(t), env, false) })
+	t.Run("CancelJob", func(t *testing.T) { testCancel(t, newExec(t), env, true) })
+	t.Run("CancelUnknownJob", func(t *testing.T) { testCancelUnknown(t, newExec(t)) })
+}
+
+func testInfo(t *testing.T, exec sdk.Executor) {
+	info, err := exec.Info(context.Background())
+	if err != nil {
+		t.Fatalf("Info: %v", err)
+	}
+	if info.GetName() == "" || info.GetVersion() == "" {
+		t.Errorf("Info = %v, want a name and a version", info)
+	}
+	if !slices.Contains(info.GetApiVersions(), sdk.APIVersion) {
+		t.Errorf("Info api_versions = %v, want %d among them", info.GetApiVersions(), sdk.APIVersion)
+	}
+}
+
+func testCapabilities(t *testing.T, exec sdk.Executor, env Env) {
+	caps, err := exec.Capabilities(context.Background(), env.Host)
+	if err != nil {
+		t.Fatalf("Capabilities: %v", err)
+	}
+	if len(caps.GetNativePlatforms()) == 0 || caps.GetEngineVersion() == "" {
+		t.Errorf("Capabilities = %v, want native platforms and an engine version", caps)
+	}
+	for _, p := range caps.GetNativePlatforms() {
+		if strings.Count(p, "/") < 1 {
+			t.Errorf("native platform %q is not os/arch[/variant]", p)
+		}
+	}
+}
+
+func testHealth(t *testing.T, exec sdk.Executor, env Env) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := exec.Health(ctx, env.Host); err != nil {
+		t.Errorf("Health(%s) = %v, want nil", env.Host.GetEndpoint(), err)
+	}
+	dead := &pluginv1.HostConfig{Name: "dead", Endpoint: "tcp://127.0.0.1:1"}
+	if err := exec.Health(ctx, dead); err == nil {
+		t.Errorf("Health(%s) = nil, want an error", dead.GetEndpoint())
+	}
+}
+
+func testCancelUnknown(t *testing.T, exec sdk.Executor) {
+	if err := exec.Cancel(context.Background(), "no-such-job"); !errors.Is(err, sdk.ErrNotFound) {
+		t.Errorf("Cancel(no-such-job) = %v, want an error wrapping sdk.ErrNotFound", err)
+	}
+}

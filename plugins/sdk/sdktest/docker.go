@@ -1,0 +1,70 @@
+package sdktest
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+
+	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
+)
+
+// dockerClient connects to env.DockerHost for the suite's own checks.
+func dockerClient(t *testing.T, env Env) *client.Client {
+	t.Helper()
+	c, err := client.NewClientWithOpts(client.WithHost(env.DockerHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatalf("docker client for %s: %v", env.DockerHost, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// checkImage verifies that the daemon holds the built image with the spec's
+// labels and the pushed digest, and that the result describes it.
+func checkImage(t *testing.T, env Env, spec *pluginv1.BuildSpec, res *pluginv1.Result) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	img, err := dockerClient(t, env).ImageInspect(ctx, spec.GetImageRef()+":latest")
+	if err != nil {
+		t.Fatalf("inspect %s:latest: %v", spec.GetImageRef(), err)
+	}
+	if img.ID != res.GetImageId() {
+		t.Errorf("result image id %q, daemon has %q", res.GetImageId(), img.ID)
+	}
+	if img.Size != res.GetSize() {
+		t.Errorf("result size %d, daemon's image size %d", res.GetSize(), img.Size)
+	}
+	for k, v := range spec.GetLabels() {
+		if img.Config == nil || img.Config.Labels[k] != v {
+			t.Errorf("image lacks label %s=%s", k, v)
+		}
+	}
+	if want := spec.GetImageRef() + "@" + res.GetDigest(); !slices.Contains(img.RepoDigests, want) {
+		t.Errorf("image repo digests %v, want %s (pushed)", img.RepoDigests, want)
+	}
+}
+
+// containersRunning returns the containers (any state) whose command
+// contains marker.
+func containersWith(t *testing.T, env Env, marker string) []container.Summary {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	all, err := dockerClient(t, env).ContainerList(ctx, container.ListOptions{All: true})
+	if err != nil {
+		t.Fatalf("list containers: %v", err)
+	}
+	var out []container.Summary
+	for _, c := range all {
+		if strings.Contains(c.Command, marker) {
+			out = append(out, c)
+		}
+	}
+	return out
+}

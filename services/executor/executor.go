@@ -1,0 +1,205 @@
+// Package executor owns the Docker hosts: it registers them with the
+// scheduler, runs jobs on them through executor plugins and streams each
+// job's events back.
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/open-balena-builder/builder/platform/config"
+	"github.com/open-balena-builder/builder/plugins/sdk"
+	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
+	executorv1 "github.com/open-balena-builder/builder/proto/builder/executor/v1"
+	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
+	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
+	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
+	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
+)
+
+// PluginSource returns the executor plugin called name.
+type PluginSource interface {
+	Get(ctx context.Context, name string) (sdk.Executor, error)
+}
+
+// ContextDialer returns a ContextService client for an ingest address.
+type ContextDialer func(addr string) (ingestv1.ContextServiceClient, error)
+
+// Config is what the executor needs to know.
+type Config struct {
+	Hosts []config.Host
+	// BuildKit is the default for hosts that do not say (DOCKER_BUILDKIT).
+	BuildKit bool
+	// Address is where the scheduler reaches this executor.
+	Address string
+}
+
+// Server implements executorv1.ExecutorServiceServer.
+type Server struct {
+	executorv1.UnimplementedExecutorServiceServer
+
+	cfg      Config
+	hosts    map[string]config.Host
+	plugins  PluginSource
+	contexts ContextDialer
+	release  releasev1.ReleaseServiceClient
+	log      *slog.Logger
+}
+
+// New returns an executor for the configured hosts.
+func New(cfg Config, plugins PluginSource, contexts ContextDialer, release releasev1.ReleaseServiceClient, logger *slog.Logger) *Server {
+	hosts := map[string]config.Host{}
+	for _, h := range cfg.Hosts {
+		hosts[h.Name] = h
+	}
+	return &Server{cfg: cfg, hosts: hosts, plugins: plugins, contexts: contexts, release: release, log: logger}
+}
+
+// Register announces the hosts to the scheduler now and every interval
+// until ctx ends (the scheduler treats it as a heartbeat).
+func (s *Server) Register(ctx context.Context, scheduler schedulerv1.SchedulerServiceClient, interval time.Duration) {
+	var hosts []*schedulerv1.Host
+	for _, h := range s.cfg.Hosts {
+		hosts = append(hosts, &schedulerv1.Host{Name: h.Name, Plugin: h.Plugin, NativeArchs: h.NativeArchs,
+			EmulatedArchs: h.EmulatedArchs, MaxConcurrent: int32(h.MaxConcurrent), ExecutorAddress: s.cfg.Address})
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := scheduler.RegisterHosts(ctx, &schedulerv1.RegisterHostsRequest{Hosts: hosts}); err != nil && ctx.Err() == nil {
+			s.log.Warn("cannot register hosts with the scheduler", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RunJob runs one job and streams its events; the last is its final state.
+func (s *Server) RunJob(req *executorv1.RunJobRequest, stream grpc.ServerStreamingServer[executorv1.RunJobResponse]) error {
+	job := req.GetJob()
+	h, ok := s.hosts[req.GetHost()]
+	if !ok {
+		return status.Errorf(codes.NotFound, "host %q is not owned by this executor", req.GetHost())
+	}
+	ctx := stream.Context()
+	send := func(e *buildv1.Event) error {
+		e.BuildId, e.Service, e.Time = job.GetBuildId(), job.GetService(), timestamppb.Now()
+		return stream.Send(&executorv1.RunJobResponse{Event: e})
+	}
+	info := func(level buildv1.Level, text string) error {
+		return send(&buildv1.Event{Kind: &buildv1.Event_Log{Log: &buildv1.LogLine{Text: text, Level: level}}})
+	}
+
+	if err := info(buildv1.Level_LEVEL_INFO, "Building on "+h.Name); err != nil {
+		return err
+	}
+	switch {
+	case req.GetEmulated() && job.GetEmulated():
+		_ = info(buildv1.Level_LEVEL_INFO, fmt.Sprintf("Emulated build requested: building %s on %s under QEMU", job.GetArch(), h.Name))
+	case req.GetEmulated():
+		_ = info(buildv1.Level_LEVEL_WARN, fmt.Sprintf("No native %s host is available: building on %s under QEMU emulation (slower)", job.GetArch(), h.Name))
+	}
+
+	result, err := s.build(ctx, h, job, func(l *pluginv1.Log) error {
+		level := buildv1.Level_LEVEL_OUTPUT
+		if l.GetError() {
+			level = buildv1.Level_LEVEL_ERROR
+		}
+		return send(&buildv1.Event{Kind: &buildv1.Event_Log{Log: &buildv1.LogLine{Text: l.GetText(), Level: level, Replace: l.GetReplace()}}})
+	})
+	update := &buildv1.JobUpdate{Host: h.Name, Emulated: req.GetEmulated()}
+	switch {
+	case err == nil:
+		update.State = buildv1.JobState_JOB_STATE_SUCCEEDED
+		update.Result = &buildv1.ImageResult{ImageId: result.GetImageId(), Digest: result.GetDigest(), Size: result.GetSize()}
+	case ctx.Err() != nil || status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled):
+		update.State, update.Error = buildv1.JobState_JOB_STATE_CANCELLED, "cancelled"
+	default:
+		update.State, update.Error = buildv1.JobState_JOB_STATE_FAILED, errorText(err)
+		s.log.Warn("job failed", "job", job.GetJobId(), "host", h.Name, "error", update.Error)
+	}
+	if sendErr := send(&buildv1.Event{Kind: &buildv1.Event_Job{Job: update}}); sendErr != nil && ctx.Err() == nil {
+		return sendErr
+	}
+	return nil
+}
+
+// build fetches the context, gets a push token and runs the plugin.
+func (s *Server) build(ctx context.Context, h config.Host, job *buildv1.Job, logs sdk.LogSink) (*pluginv1.Result, error) {
+	plugin, err := s.plugins.Get(ctx, h.Plugin)
+	if err != nil {
+		return nil, err
+	}
+	registry, repo, ok := strings.Cut(job.GetImageLocation(), "/")
+	if !ok || repo == "" {
+		return nil, fmt.Errorf("image location %q has no repository", job.GetImageLocation())
+	}
+	tok, err := s.release.RegistryToken(ctx, &releasev1.RegistryTokenRequest{Repositories: []string{repo}, Actions: []string{"pull", "push"}})
+	if err != nil {
+		return nil, fmt.Errorf("registry token for %s: %s", registry, status.Convert(err).Message())
+	}
+	cc, err := s.contexts(job.GetContextAddress())
+	if err != nil {
+		return nil, fmt.Errorf("build context: %w", err)
+	}
+	ctxStream, err := cc.OpenContext(ctx, &ingestv1.OpenContextRequest{BuildId: job.GetBuildId(), Service: job.GetService()})
+	if err != nil {
+		return nil, fmt.Errorf("build context: %s", status.Convert(err).Message())
+	}
+	spec := &pluginv1.BuildSpec{
+		JobId: job.GetJobId(),
+		Host: &pluginv1.HostConfig{Name: h.Name, Endpoint: h.Endpoint, TlsCa: h.TLSCA, TlsCert: h.TLSCert, TlsKey: h.TLSKey,
+			Buildkit: h.UsesBuildKit(s.cfg.BuildKit)},
+		Platform:      job.GetPlatform(),
+		Nocache:       job.GetNocache(),
+		Dockerfile:    job.GetDockerfile(),
+		BuildArgs:     job.GetBuildArgs(),
+		Labels:        job.GetLabels(),
+		ImageRef:      job.GetImageLocation(),
+		RegistryToken: tok.GetToken(),
+	}
+	return plugin.Build(ctx, spec, &contextReader{stream: ctxStream}, logs)
+}
+
+// errorText is an error's message without gRPC's "rpc error: code = ..." noise.
+func errorText(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Message()
+	}
+	return err.Error()
+}
+
+// contextReader turns an OpenContext stream into an io.Reader.
+type contextReader struct {
+	stream grpc.ServerStreamingClient[ingestv1.OpenContextResponse]
+	buf    []byte
+}
+
+func (r *contextReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		resp, err := r.stream.Recv()
+		if err == io.EOF {
+			return 0, io.EOF
+		}
+		if err != nil {
+			return 0, fmt.Errorf("build context stream: %s", status.Convert(err).Message())
+		}
+		r.buf = resp.GetChunk()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}

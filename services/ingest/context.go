@@ -1,0 +1,135 @@
+package ingest
+
+import (
+	"archive/tar"
+	"bufio"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
+	"github.com/open-balena-builder/builder/services/ingest/project"
+)
+
+const contextChunk = 256 << 10
+
+// OpenContext streams one service's build context as an uncompressed tar:
+// its files without .balena/ and .resin/, with the resolved (templated)
+// Dockerfile in place.
+func (s *Server) OpenContext(req *ingestv1.OpenContextRequest, stream grpc.ServerStreamingServer[ingestv1.OpenContextResponse]) error {
+	b, err := s.lookup(req.GetBuildId())
+	if err != nil {
+		return err
+	}
+	var svc *project.Service
+	for i := range b.plan.Services {
+		if b.plan.Services[i].Name == req.GetService() {
+			svc = &b.plan.Services[i]
+		}
+	}
+	if svc == nil {
+		return status.Error(codes.NotFound, notFound(b, req.GetService()).Error())
+	}
+	w := &chunkWriter{send: func(p []byte) error {
+		return stream.Send(&ingestv1.OpenContextResponse{Chunk: p})
+	}}
+	bw := bufio.NewWriterSize(w, contextChunk)
+	root := filepath.Join(b.dir, "src", filepath.FromSlash(svc.Context))
+	if err := writeContext(bw, root, svc); err != nil {
+		if stream.Context().Err() != nil {
+			return status.FromContextError(stream.Context().Err()).Err()
+		}
+		return status.Errorf(codes.Internal, "build context of %s: %v", svc.Name, err)
+	}
+	return bw.Flush()
+}
+
+// writeContext writes the tar of root for svc.
+func writeContext(w io.Writer, root string, svc *project.Service) error {
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		if d.IsDir() && (name == ".balena" || name == ".resin") {
+			return filepath.SkipDir
+		}
+		if svc.Templated && name == svc.Dockerfile {
+			return nil // replaced by the rendered Dockerfile below
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		}
+		hdr, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		hdr.Name, hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = name, 0, 0, "", ""
+		if d.IsDir() {
+			hdr.Name += "/"
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(tw, f)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if svc.Templated {
+		if err := tw.WriteHeader(&tar.Header{Name: path.Clean(svc.Dockerfile), Mode: 0o644, Size: int64(len(svc.Content)), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(svc.Content); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
+
+// chunkWriter sends each write as one message (bufio sizes the writes).
+type chunkWriter struct{ send func([]byte) error }
+
+func (c *chunkWriter) Write(p []byte) (int, error) {
+	if err := c.send(append([]byte(nil), p...)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// removeAll removes a build's upload; it refuses paths that do not look
+// like one (a guard against a bug turning into rm -rf of the data dir).
+func removeAll(dir string) error {
+	if dir == "" || !strings.Contains(filepath.Base(dir), "upload-") {
+		return nil
+	}
+	return os.RemoveAll(dir)
+}

@@ -1,0 +1,211 @@
+// Package gateway is the builder's HTTP face: balena-cli's POST /v3/build,
+// served on the grpc-gateway mux and carried to ingest's Build RPC, plus
+// the REST routes grpc-gateway generates.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
+)
+
+const uploadChunk = 256 << 10
+
+// NewMux returns the HTTP mux: /v3/build for balena-cli and the REST
+// gateway of IngestService (/v1/builds...) and SchedulerService (/v1/hosts).
+func NewMux(ctx context.Context, ingest ingestv1.IngestServiceClient, register []func(context.Context, *runtime.ServeMux) error, logger *slog.Logger) (*runtime.ServeMux, error) {
+	mux := runtime.NewServeMux()
+	if err := mux.HandlePath(http.MethodPost, "/v3/build", BuildHandler(ingest, logger)); err != nil {
+		return nil, fmt.Errorf("route /v3/build: %w", err)
+	}
+	for _, r := range register {
+		if err := r(ctx, mux); err != nil {
+			return nil, err
+		}
+	}
+	return mux, nil
+}
+
+// BuildHandler serves balena-cli's POST /v3/build through ingest's Build
+// RPC: the token and fleet are checked before the body is read; errors
+// before the build starts are HTTP statuses; after that, one JSON array
+// streams the build (buildLogId first), or, with headless=true, one object.
+func BuildHandler(ingest ingestv1.IngestServiceClient, logger *slog.Logger) runtime.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+		q := r.URL.Query()
+		spec := &ingestv1.BuildSpec{Slug: q.Get("slug"), DockerfilePath: q.Get("dockerfilePath"),
+			Emulated: flag(q.Get("emulated")), Nocache: flag(q.Get("nocache")), Headless: flag(q.Get("headless")), IsDraft: flag(q.Get("isdraft"))}
+		if spec.Slug == "" {
+			httpError(w, http.StatusBadRequest, "missing slug: the fleet to build for (slug=org/fleet)")
+			return
+		}
+		auth := r.Header.Get("Authorization")
+		if auth == "" {
+			httpError(w, http.StatusUnauthorized, "no token: log in with `balena login`")
+			return
+		}
+		ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(r.Context(), "authorization", auth))
+		defer cancel()
+		stream, err := ingest.Build(ctx)
+		if err != nil {
+			rpcError(w, err)
+			return
+		}
+		if err := stream.Send(&ingestv1.BuildRequest{Msg: &ingestv1.BuildRequest_Spec{Spec: spec}}); err != nil {
+			rpcError(w, recvErr(stream))
+			return
+		}
+		// Authorized (or not) before a byte of the body is read.
+		if first, err := stream.Recv(); err != nil {
+			rpcError(w, err)
+			return
+		} else if first.GetAccepted() == nil {
+			httpError(w, http.StatusBadGateway, "unexpected answer from ingest")
+			return
+		}
+		if err := upload(stream, r.Body); err != nil {
+			rpcError(w, err)
+			return
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			rpcError(w, err)
+			return
+		}
+		started := resp.GetStarted()
+		if started == nil {
+			httpError(w, http.StatusBadGateway, "unexpected answer from ingest")
+			return
+		}
+		if spec.Headless {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"started": true, "releaseId": started.GetReleaseId()})
+			return
+		}
+		streamBuild(w, stream, started.GetReleaseId(), logger)
+	}
+}
+
+// upload sends the request body to ingest in chunks.
+func upload(stream ingestv1.IngestService_BuildClient, body io.Reader) error {
+	buf := make([]byte, uploadChunk)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if sendErr := stream.Send(&ingestv1.BuildRequest{Msg: &ingestv1.BuildRequest_Chunk{Chunk: append([]byte(nil), buf[:n]...)}}); sendErr != nil {
+				return recvErr(stream)
+			}
+		}
+		if err == io.EOF {
+			return stream.CloseSend()
+		}
+		if err != nil {
+			return status.Errorf(codes.Canceled, "upload interrupted: %v", err)
+		}
+	}
+}
+
+// recvErr returns the server's reason after a failed Send.
+func recvErr(stream ingestv1.IngestService_BuildClient) error {
+	_, err := stream.Recv()
+	if err == nil || errors.Is(err, io.EOF) {
+		return status.Error(codes.Unavailable, "ingest closed the stream")
+	}
+	return err
+}
+
+// streamBuild writes the JSON array of the build's messages as they come.
+func streamBuild(w http.ResponseWriter, stream ingestv1.IngestService_BuildClient, releaseID int64, logger *slog.Logger) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	out := newArrayWriter(w)
+	out.write(buildLogID(releaseID))
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if status.Code(err) != codes.Canceled {
+				logger.Warn("build stream broke", "release", releaseID, "error", err)
+				out.write(errorMessage("The build stream broke: %s", status.Convert(err).Message()))
+			}
+			break
+		}
+		for _, m := range render(resp.GetEvent()) {
+			if !out.write(m) {
+				return // the client is gone; the RPC's cancel stops the build
+			}
+		}
+	}
+	out.close()
+}
+
+// arrayWriter writes one JSON array element by element, flushing each.
+type arrayWriter struct {
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	first bool
+	err   error
+}
+
+func newArrayWriter(w http.ResponseWriter) *arrayWriter {
+	return &arrayWriter{w: w, rc: http.NewResponseController(w), first: true}
+}
+
+func (a *arrayWriter) write(m message) bool {
+	if a.err != nil {
+		return false
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		a.err = err
+		return false
+	}
+	sep := ",\n"
+	if a.first {
+		sep, a.first = "[\n", false
+	}
+	if _, a.err = io.WriteString(a.w, sep+string(b)); a.err == nil {
+		a.err = a.rc.Flush()
+	}
+	return a.err == nil
+}
+
+func (a *arrayWriter) close() {
+	if a.err == nil {
+		_, _ = io.WriteString(a.w, "\n]\n")
+		_ = a.rc.Flush()
+	}
+}
+
+func flag(v string) bool {
+	b, _ := strconv.ParseBool(v)
+	return b
+}
+
+// httpError answers an early error: status line and a JSON string body
+// (balena-cli prints only the status line).
+func httpError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(msg)
+}
+
+// rpcError maps ingest's gRPC error to an HTTP status.
+func rpcError(w http.ResponseWriter, err error) {
+	st := status.Convert(err)
+	httpError(w, runtime.HTTPStatusFromCode(st.Code()), st.Message())
+}

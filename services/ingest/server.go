@@ -1,0 +1,308 @@
+// Package ingest is the builder's front door: it takes a project upload,
+// authorizes it, plans the build, records the release, hands the jobs to the
+// scheduler and streams the build's story back to the caller.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/open-balena-builder/builder/platform/hub"
+	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
+	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
+	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
+	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
+	"github.com/open-balena-builder/builder/services/ingest/project"
+	"github.com/open-balena-builder/builder/services/ingest/upload"
+)
+
+// Config is what ingest needs to know.
+type Config struct {
+	// DataDir holds uploads while they build.
+	DataDir string
+	// Limits bound one upload.
+	Limits upload.Limits
+	// ContextAddress is where executors reach this ingest's ContextService.
+	ContextAddress string
+	// KeepBuilds is how many finished builds stay watchable.
+	KeepBuilds int
+	// StatusPoll is how often a running build checks whether its release
+	// was cancelled through the API (balena-cli's Ctrl-C). 0 disables.
+	StatusPoll time.Duration
+}
+
+// Server implements IngestService and ContextService.
+type Server struct {
+	ingestv1.UnimplementedIngestServiceServer
+	ingestv1.UnimplementedContextServiceServer
+
+	cfg       Config
+	release   releasev1.ReleaseServiceClient
+	scheduler schedulerv1.SchedulerServiceClient
+	log       *slog.Logger
+
+	mu       sync.Mutex
+	builds   map[string]*build
+	finished []string
+	running  sync.WaitGroup
+}
+
+// New returns an ingest server.
+func New(cfg Config, release releasev1.ReleaseServiceClient, scheduler schedulerv1.SchedulerServiceClient, logger *slog.Logger) (*Server, error) {
+	if cfg.KeepBuilds <= 0 {
+		cfg.KeepBuilds = 500
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "builds"), 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	return &Server{cfg: cfg, release: release, scheduler: scheduler, log: logger, builds: map[string]*build{}}, nil
+}
+
+// Wait blocks until every background build has ended (for shutdown and tests).
+func (s *Server) Wait() { s.running.Wait() }
+
+// bearer extracts the caller's token from "authorization: Bearer <t>".
+func bearer(ctx context.Context) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if tok, ok := strings.CutPrefix(v, "Bearer "); ok && strings.TrimSpace(tok) != "" {
+			return strings.TrimSpace(tok), nil
+		}
+	}
+	return "", status.Error(codes.Unauthenticated, "no token: send Authorization: Bearer <token> (log in with `balena login`)")
+}
+
+// Build runs one push: spec, Accepted, upload, Started, events.
+func (s *Server) Build(stream grpc.BidiStreamingServer[ingestv1.BuildRequest, ingestv1.BuildResponse]) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return status.Error(codes.InvalidArgument, "expected a build spec first")
+	}
+	spec := first.GetSpec()
+	if spec == nil || spec.GetSlug() == "" {
+		return status.Error(codes.InvalidArgument, "the build spec needs a fleet slug (slug=org/fleet)")
+	}
+	token, err := bearer(ctx)
+	if err != nil {
+		return err
+	}
+	auth, err := s.release.Authorize(ctx, &releasev1.AuthorizeRequest{UserToken: token, Slug: spec.GetSlug()})
+	if err != nil {
+		return passOn(err)
+	}
+	if err := stream.Send(&ingestv1.BuildResponse{Msg: &ingestv1.BuildResponse_Accepted{Accepted: &ingestv1.Accepted{
+		User: auth.GetUser().GetUsername(), Fleet: auth.GetFleet().GetSlug()}}}); err != nil {
+		return err
+	}
+
+	dir, err := os.MkdirTemp(filepath.Join(s.cfg.DataDir, "builds"), "upload-")
+	if err != nil {
+		return status.Errorf(codes.Internal, "cannot store the upload: %v", err)
+	}
+	b, err := s.prepare(ctx, stream, spec, token, auth, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	if err := stream.Send(&ingestv1.BuildResponse{Msg: &ingestv1.BuildResponse_Started{Started: &ingestv1.Started{
+		BuildId: b.id, ReleaseId: b.releaseID, Commit: b.commit}}}); err != nil {
+		b.cancel(errors.New("the client disconnected"))
+		return err
+	}
+	if spec.GetHeadless() {
+		return nil
+	}
+	err = b.hub.Watch(ctx, func(e *buildv1.Event) error {
+		return stream.Send(&ingestv1.BuildResponse{Msg: &ingestv1.BuildResponse_Event{Event: e}})
+	})
+	if err != nil && ctx.Err() != nil {
+		s.log.Info("client disconnected: cancelling the build", "build", b.id)
+		b.cancel(errCancelled("the client disconnected"))
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return err
+}
+
+// prepare receives the upload, plans the build, records the release and
+// starts the build in the background.
+func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[ingestv1.BuildRequest, ingestv1.BuildResponse],
+	spec *ingestv1.BuildSpec, token string, auth *releasev1.AuthorizeResponse, dir string) (*build, error) {
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o700); err != nil {
+		return nil, status.Errorf(codes.Internal, "cannot store the upload: %v", err)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err == io.EOF {
+				pw.Close()
+				return
+			}
+			if err != nil {
+				pw.CloseWithError(fmt.Errorf("upload interrupted: %w", err))
+				return
+			}
+			if _, err := pw.Write(msg.GetChunk()); err != nil {
+				return // the reader gave up; its error is what counts
+			}
+		}
+	}()
+	stats, err := upload.Extract(ctx, pr, src, s.cfg.Limits)
+	pr.CloseWithError(errors.New("upload no longer read"))
+	if err != nil {
+		var ue *upload.Error
+		if errors.As(err, &ue) {
+			return nil, status.Error(codes.InvalidArgument, ue.Error())
+		}
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return nil, status.Errorf(codes.Internal, "cannot store the upload: %v", err)
+	}
+	fleet := auth.GetFleet()
+	target := project.Target{AppName: fleet.GetAppName(), DeviceType: fleet.GetDeviceType(), Arch: fleet.GetArch()}
+	plan, err := project.Resolve(src, spec.GetDockerfilePath(), target)
+	if err != nil {
+		var pe *project.Error
+		if errors.As(err, &pe) {
+			return nil, status.Error(codes.InvalidArgument, pe.Error())
+		}
+		return nil, status.Errorf(codes.Internal, "plan the build: %v", err)
+	}
+	composition, err := structpb.NewStruct(plan.Composition)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "composition: %v", err)
+	}
+	req := &releasev1.CreateReleaseRequest{UserToken: token, FleetId: fleet.GetId(), Composition: composition, IsDraft: spec.GetIsDraft()}
+	for _, svc := range plan.Services {
+		req.Services = append(req.Services, &releasev1.ServiceImage{Service: svc.Name})
+	}
+	rel, err := s.release.CreateRelease(ctx, req)
+	if err != nil {
+		return nil, passOn(err)
+	}
+	target.Commit = rel.GetCommit()
+	b := &build{
+		id: strconv.FormatInt(rel.GetReleaseId(), 10), releaseID: rel.GetReleaseId(), commit: rel.GetCommit(),
+		fleet: fleet, user: auth.GetUser().GetUsername(), draft: spec.GetIsDraft(), token: token, dir: dir, plan: plan,
+		images: map[string]*releasev1.CreatedImage{}, hub: hub.New(), created: time.Now(),
+		state: buildv1.BuildState_BUILD_STATE_RUNNING, services: map[string]*serviceRun{},
+	}
+	for _, img := range rel.GetImages() {
+		b.images[img.GetService()] = img
+	}
+	b.ctx, b.cancel = context.WithCancelCause(context.WithoutCancel(ctx))
+	if err := plan.Render(src, target); err != nil {
+		s.abandon(b, err.Error())
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	s.log.Info("build accepted", "build", b.id, "fleet", fleet.GetSlug(), "user", b.user, "arch", fleet.GetArch(),
+		"files", stats.Files, "bytes", stats.UncompressedBytes)
+	s.mu.Lock()
+	s.builds[b.id] = b
+	s.mu.Unlock()
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		s.run(b, spec)
+	}()
+	return b, nil
+}
+
+// passOn forwards another service's gRPC error with its code and message.
+func passOn(err error) error {
+	st := status.Convert(err)
+	return status.Error(st.Code(), st.Message())
+}
+
+type cancelReason string
+
+func (c cancelReason) Error() string { return string(c) }
+
+// errCancelled marks a build stopped by a user (not a failure).
+func errCancelled(why string) error { return cancelReason(why) }
+
+func (s *Server) lookup(id string) (*build, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.builds[id]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "build %q not found", id)
+	}
+	return b, nil
+}
+
+// GetBuild returns one build.
+func (s *Server) GetBuild(_ context.Context, req *ingestv1.GetBuildRequest) (*ingestv1.GetBuildResponse, error) {
+	b, err := s.lookup(req.GetBuildId())
+	if err != nil {
+		return nil, err
+	}
+	return &ingestv1.GetBuildResponse{Build: b.view()}, nil
+}
+
+// ListBuilds returns the known builds, newest first.
+func (s *Server) ListBuilds(_ context.Context, req *ingestv1.ListBuildsRequest) (*ingestv1.ListBuildsResponse, error) {
+	limit := int(req.GetLimit())
+	if limit <= 0 {
+		limit = 50
+	}
+	s.mu.Lock()
+	all := make([]*build, 0, len(s.builds))
+	for _, b := range s.builds {
+		all = append(all, b)
+	}
+	s.mu.Unlock()
+	sort.Slice(all, func(i, j int) bool { return all[i].releaseID > all[j].releaseID })
+	resp := &ingestv1.ListBuildsResponse{}
+	for i, b := range all {
+		if i == limit {
+			break
+		}
+		resp.Builds = append(resp.Builds, b.view())
+	}
+	return resp, nil
+}
+
+// WatchBuild replays a build's events and follows them to the end.
+func (s *Server) WatchBuild(req *ingestv1.WatchBuildRequest, stream grpc.ServerStreamingServer[ingestv1.WatchBuildResponse]) error {
+	b, err := s.lookup(req.GetBuildId())
+	if err != nil {
+		return err
+	}
+	return b.hub.Watch(stream.Context(), func(e *buildv1.Event) error {
+		return stream.Send(&ingestv1.WatchBuildResponse{Event: e})
+	})
+}
+
+// CancelBuild stops a build; its release ends cancelled.
+func (s *Server) CancelBuild(_ context.Context, req *ingestv1.CancelBuildRequest) (*ingestv1.CancelBuildResponse, error) {
+	b, err := s.lookup(req.GetBuildId())
+	if err != nil {
+		return nil, err
+	}
+	reason := req.GetReason()
+	if reason == "" {
+		reason = "cancelled by an operator"
+	}
+	b.cancel(errCancelled(reason))
+	return &ingestv1.CancelBuildResponse{Build: b.view()}, nil
+}

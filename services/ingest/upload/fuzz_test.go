@@ -1,0 +1,27 @@
+package upload
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+)
+
+// FuzzExtract feeds arbitrary uploads to Extract. Seeds are in
+// testdata/fuzz/FuzzExtract: valid projects (gzip and plain), links, and
+// uploads that must be refused.
+func FuzzExtract(f *testing.F) {
+	lim := Limits{MaxCompressedBytes: 1 << 20, MaxUncompressedBytes: 4 << 20, MaxEntries: 500, MaxPathLength: 512}
+	f.Fuzz(func(t *testing.T, upload []byte) {
+		parent, dir := target(t)
+		_, err := Extract(context.Background(), bytes.NewReader(upload), dir, lim)
+		checkContained(t, parent, dir)
+		if err != nil {
+			// The upload is in memory: any failure is the upload's fault.
+			if ue := (*Error)(nil); !errors.As(err, &ue) {
+				t.Fatalf("Extract = %v (%T), want an *Error", err, err)
+			}
+			checkEmptyDir(t, dir)
+		}
+	})
+}

@@ -1,0 +1,21 @@
+module github.com/open-balena-builder/builder/services/release
+
+go 1.26.0
+
+require (
+	github.com/open-balena-builder/builder/proto v0.0.0
+	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261104224025-d1e00e9f33ab // indirect
+)
+
+replace (
+	github.com/open-balena-builder/builder/proto => ../../proto
+	github.com/open-balena-builder/builder/tests => ../../tests
+)

@@ -1,0 +1,80 @@
+package release
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
+	"github.com/open-balena-builder/builder/services/release/openbalena"
+)
+
+// RegistryToken gets a registry token from /auth/v1/token with the builder
+// token, for the actions on each repository ("v2/<hash>", no host).
+func (s *Server) RegistryToken(ctx context.Context, req *releasev1.RegistryTokenRequest) (*releasev1.RegistryTokenResponse, error) {
+	if s.cfg.BuilderToken == "" {
+		return nil, status.Error(codes.FailedPrecondition, "registry token: no builder token configured (TOKEN_AUTH_BUILDER_TOKEN)")
+	}
+	repos, actions := req.GetRepositories(), req.GetActions()
+	token, err := s.api.RegistryToken(ctx, s.cfg.BuilderToken, s.cfg.RegistryHost, repos, actions)
+	if errors.Is(err, openbalena.ErrUnauthorized) {
+		s.log.ErrorContext(ctx, "release: open-balena-api refused the builder token")
+		return nil, status.Error(codes.Internal, "registry token: open-balena-api refused the builder token: check TOKEN_AUTH_BUILDER_TOKEN")
+	}
+	if err != nil {
+		return nil, s.grpcError(ctx, "registry token", err)
+	}
+	if missing := missingGrants(token, repos, actions); missing != "" {
+		s.log.WarnContext(ctx, "release: registry token lacks access", "missing", missing)
+		return nil, status.Errorf(codes.FailedPrecondition, "registry token: open-balena-api granted no %s", missing)
+	}
+	return &releasev1.RegistryTokenResponse{Token: token, Registry: s.cfg.RegistryHost}, nil
+}
+
+// missingGrants names the first requested access the token's claims lack
+// ("push on v2/<hash>"), or "" when all are there or the claims cannot be
+// read (the registry will then be the judge). The API drops a scope it
+// cannot parse and answers 200, which would otherwise surface as an opaque
+// 401 at push time.
+func missingGrants(token string, repos, actions []string) string {
+	access, ok := tokenAccess(token)
+	if !ok {
+		return ""
+	}
+	for _, repo := range repos {
+		granted := access[repo]
+		for _, a := range actions {
+			if !slices.Contains(granted, a) {
+				return fmt.Sprintf("%s on %s", a, repo)
+			}
+		}
+	}
+	return ""
+}
+
+// tokenAccess reads the "access" claim of a registry JWT, without checking
+// its signature (the registry does): repository name → actions.
+func tokenAccess(token string) (map[string][]string, bool) {
+	var claims struct {
+		Access []struct {
+			Type    string   `json:"type"`
+			Name    string   `json:"name"`
+			Actions []string `json:"actions"`
+		} `json:"access"`
+	}
+	if !decodeJWTClaims(token, &claims) {
+		return nil, false
+	}
+	out := make(map[string][]string, len(claims.Access))
+	for _, a := range claims.Access {
+		if strings.EqualFold(a.Type, "repository") {
+			out[a.Name] = append(out[a.Name], a.Actions...)
+		}
+	}
+	return out, true
+}

@@ -1,0 +1,104 @@
+package scheduler
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
+)
+
+func testPool(hosts ...*schedulerv1.Host) *pool {
+	p := newPool(time.Now)
+	p.register(hosts)
+	return p
+}
+
+func h(name string, native, emulated []string, slots int32) *schedulerv1.Host {
+	return &schedulerv1.Host{Name: name, ExecutorAddress: "exec", NativeArchs: native, EmulatedArchs: emulated, MaxConcurrent: slots}
+}
+
+var (
+	amd = []string{"amd64"}
+	arm = []string{"aarch64"}
+)
+
+func TestPlace(t *testing.T) {
+	tests := []struct {
+		name         string
+		hosts        []*schedulerv1.Host
+		arch         string
+		wantEmulated bool
+		want         string
+		wantEmul     bool
+		wantNoHost   bool
+	}{
+		{"native amd64", []*schedulerv1.Host{h("amd", amd, arm, 1), h("arm", arm, amd, 1)}, "amd64", false, "amd", false, false},
+		{"native arm", []*schedulerv1.Host{h("amd", amd, arm, 1), h("arm", arm, amd, 1)}, "aarch64", false, "arm", false, false},
+		{"no arm host: emulate on amd", []*schedulerv1.Host{h("amd", amd, arm, 1)}, "aarch64", false, "amd", true, false},
+		{"asked for emulation", []*schedulerv1.Host{h("amd", amd, arm, 1), h("arm", arm, amd, 1)}, "aarch64", true, "amd", true, false},
+		{"asked for emulation, none emulates", []*schedulerv1.Host{h("arm", arm, nil, 1)}, "aarch64", true, "arm", false, false},
+		{"least loaded name order", []*schedulerv1.Host{h("b", amd, nil, 2), h("a", amd, nil, 2)}, "amd64", false, "a", false, false},
+		{"unknown arch", []*schedulerv1.Host{h("amd", amd, nil, 1)}, "rpi", false, "", false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := testPool(tt.hosts...)
+			got, ok, err := p.place(tt.arch, tt.wantEmulated, "fleet/main")
+			if tt.wantNoHost {
+				var nh errNoHost
+				if !errors.As(err, &nh) {
+					t.Fatalf("err = %v, want errNoHost", err)
+				}
+				return
+			}
+			if err != nil || !ok {
+				t.Fatalf("place: ok=%v err=%v", ok, err)
+			}
+			if got.host != tt.want || got.emulated != tt.wantEmul {
+				t.Errorf("placed on %s (emulated %v), want %s (emulated %v)", got.host, got.emulated, tt.want, tt.wantEmul)
+			}
+		})
+	}
+}
+
+func TestPlaceSlotsDrainAffinity(t *testing.T) {
+	p := testPool(h("a", amd, nil, 1), h("b", amd, nil, 1))
+	first, _, _ := p.place("amd64", false, "k")
+	second, _, _ := p.place("amd64", false, "k")
+	if first.host == second.host {
+		t.Fatalf("both jobs on %s with one slot each", first.host)
+	}
+	if _, ok, err := p.place("amd64", false, "k"); ok || err != nil {
+		t.Fatalf("third job placed (ok=%v, err=%v) with no free slot", ok, err)
+	}
+	p.release("b", "k", true)
+	p.release("a", "k", false)
+	// b built k last: affinity wins over name order.
+	if got, _, _ := p.place("amd64", false, "k"); got.host != "b" {
+		t.Errorf("affinity: placed on %s, want b", got.host)
+	}
+	p.release("b", "k", true)
+	if _, err := p.setDraining("b", true); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := p.place("amd64", false, "k"); got.host != "a" {
+		t.Errorf("drained host used: %s", got.host)
+	}
+	if _, err := p.setDraining("nope", true); err == nil {
+		t.Error("draining an unknown host succeeded")
+	}
+}
+
+func TestPlaceSkipsStaleHosts(t *testing.T) {
+	now := time.Now()
+	p := newPool(func() time.Time { return now })
+	p.register([]*schedulerv1.Host{h("a", amd, nil, 1)})
+	now = now.Add(2 * heartbeatTimeout)
+	if _, ok, err := p.place("amd64", false, "k"); ok || err != nil {
+		t.Fatalf("stale host used: ok=%v err=%v", ok, err)
+	}
+	if v := p.list()[0]; v.Healthy {
+		t.Error("stale host listed healthy")
+	}
+}

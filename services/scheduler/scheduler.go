@@ -1,0 +1,230 @@
+// Package scheduler owns builds, jobs and the host pool. It places every job
+// on a host of the right architecture, runs it through that host's
+// executor, relays the job's events to whoever watches the build, and makes
+// sure every job ends: succeeded, failed or cancelled, never stuck.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/open-balena-builder/builder/platform/hub"
+	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
+	executorv1 "github.com/open-balena-builder/builder/proto/builder/executor/v1"
+	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
+)
+
+// ExecutorDialer returns a client for the executor at addr.
+type ExecutorDialer func(addr string) (executorv1.ExecutorServiceClient, error)
+
+// Config tunes the scheduler.
+type Config struct {
+	// BuildTimeout bounds one build, queue time included.
+	BuildTimeout time.Duration
+	// KeepBuilds is how many finished builds stay watchable.
+	KeepBuilds int
+}
+
+// Server implements schedulerv1.SchedulerServiceServer.
+type Server struct {
+	schedulerv1.UnimplementedSchedulerServiceServer
+
+	cfg  Config
+	log  *slog.Logger
+	dial ExecutorDialer
+	pool *pool
+
+	mu       sync.Mutex
+	builds   map[string]*build
+	finished []string // ids of finished builds, oldest first
+	freed    chan struct{}
+}
+
+// New returns a scheduler with an empty host pool.
+func New(cfg Config, dial ExecutorDialer, logger *slog.Logger) *Server {
+	if cfg.BuildTimeout <= 0 {
+		cfg.BuildTimeout = 2 * time.Hour
+	}
+	if cfg.KeepBuilds <= 0 {
+		cfg.KeepBuilds = 500
+	}
+	return &Server{cfg: cfg, log: logger, dial: dial, pool: newPool(time.Now),
+		builds: map[string]*build{}, freed: make(chan struct{})}
+}
+
+type build struct {
+	id     string
+	hub    *hub.Hub
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	stop   context.CancelFunc // releases the timeout
+
+	mu        sync.Mutex
+	remaining int
+	failed    []string // "service: error"
+}
+
+// errCancelled is the cause of a build cancelled by a user or operator.
+var errCancelled = errors.New("cancelled")
+
+// SubmitBuild queues one job per service and starts placing them.
+func (s *Server) SubmitBuild(_ context.Context, req *schedulerv1.SubmitBuildRequest) (*schedulerv1.SubmitBuildResponse, error) {
+	if req.GetBuildId() == "" || len(req.GetJobs()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "build_id and at least one job are required")
+	}
+	s.mu.Lock()
+	if _, ok := s.builds[req.GetBuildId()]; ok {
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.AlreadyExists, "build %s was already submitted", req.GetBuildId())
+	}
+	parent, cancel := context.WithCancelCause(context.Background())
+	ctx, stop := context.WithTimeoutCause(parent, s.cfg.BuildTimeout, fmt.Errorf("build timed out after %s", s.cfg.BuildTimeout))
+	b := &build{id: req.GetBuildId(), hub: hub.New(), ctx: ctx, cancel: cancel, stop: stop, remaining: len(req.GetJobs())}
+	s.builds[b.id] = b
+	s.mu.Unlock()
+
+	for _, j := range req.GetJobs() {
+		b.hub.Publish(jobEvent(j, &buildv1.JobUpdate{State: buildv1.JobState_JOB_STATE_QUEUED}))
+	}
+	for _, j := range req.GetJobs() {
+		go s.runJob(b, j)
+	}
+	return &schedulerv1.SubmitBuildResponse{}, nil
+}
+
+// WatchBuild streams a build's events from its start to its end.
+func (s *Server) WatchBuild(req *schedulerv1.WatchBuildRequest, stream grpc.ServerStreamingServer[schedulerv1.WatchBuildResponse]) error {
+	b, err := s.build(req.GetBuildId())
+	if err != nil {
+		return err
+	}
+	return b.hub.Watch(stream.Context(), func(e *buildv1.Event) error {
+		return stream.Send(&schedulerv1.WatchBuildResponse{Event: e})
+	})
+}
+
+// CancelBuild stops every job of a build.
+func (s *Server) CancelBuild(_ context.Context, req *schedulerv1.CancelBuildRequest) (*schedulerv1.CancelBuildResponse, error) {
+	b, err := s.build(req.GetBuildId())
+	if err != nil {
+		return nil, err
+	}
+	reason := req.GetReason()
+	if reason == "" {
+		reason = "cancelled"
+	}
+	b.cancel(fmt.Errorf("%w: %s", errCancelled, reason))
+	return &schedulerv1.CancelBuildResponse{}, nil
+}
+
+// ListHosts shows the host pool.
+func (s *Server) ListHosts(context.Context, *schedulerv1.ListHostsRequest) (*schedulerv1.ListHostsResponse, error) {
+	return &schedulerv1.ListHostsResponse{Hosts: s.pool.list()}, nil
+}
+
+// DrainHost stops placing jobs on a host; running jobs finish.
+func (s *Server) DrainHost(_ context.Context, req *schedulerv1.DrainHostRequest) (*schedulerv1.DrainHostResponse, error) {
+	h, err := s.pool.setDraining(req.GetName(), true)
+	if err != nil {
+		return nil, status.Error(codes.NotFound, err.Error())
+	}
+	s.log.Info("host draining", "host", req.GetName())
+	return &schedulerv1.DrainHostResponse{Host: h}, nil
+}
+
+// ResumeHost puts a drained host back in the pool.
+func (s *Server) ResumeHost(_ context.Context, req *schedulerv1.ResumeHostRequest) (*schedulerv1.ResumeHostResponse, error) {
+	h, err := s.pool.setDraining(req.GetName(), false)
+	if err != nil {
+		return nil, status.Error(codes.NotFound, err.Error())
+	}
+	s.log.Info("host resumed", "host", req.GetName())
+	s.wake()
+	return &schedulerv1.ResumeHostResponse{Host: h}, nil
+}
+
+// RegisterHosts records an executor's hosts (also its heartbeat).
+func (s *Server) RegisterHosts(_ context.Context, req *schedulerv1.RegisterHostsRequest) (*schedulerv1.RegisterHostsResponse, error) {
+	for _, h := range req.GetHosts() {
+		if h.GetName() == "" || h.GetExecutorAddress() == "" {
+			return nil, status.Error(codes.InvalidArgument, "every host needs a name and an executor_address")
+		}
+	}
+	s.pool.register(req.GetHosts())
+	s.wake()
+	return &schedulerv1.RegisterHostsResponse{}, nil
+}
+
+func (s *Server) build(id string) (*build, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.builds[id]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "build %q not found", id)
+	}
+	return b, nil
+}
+
+// wake tells queued jobs that a slot or host may have become free.
+func (s *Server) wake() {
+	s.mu.Lock()
+	close(s.freed)
+	s.freed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *Server) freedChan() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.freed
+}
+
+// jobDone records a job's end; the last one closes the build.
+func (s *Server) jobDone(b *build, j *buildv1.Job, failure string) {
+	b.mu.Lock()
+	if failure != "" {
+		b.failed = append(b.failed, j.GetService()+": "+failure)
+	}
+	b.remaining--
+	last := b.remaining == 0
+	failed := append([]string(nil), b.failed...)
+	b.mu.Unlock()
+	if failure != "" && !errors.Is(context.Cause(b.ctx), errCancelled) {
+		// One service failed: the others cannot make a release any more.
+		b.cancel(fmt.Errorf("service %s failed", j.GetService()))
+	}
+	if !last {
+		return
+	}
+	fin := &buildv1.BuildFinished{State: buildv1.BuildState_BUILD_STATE_SUCCEEDED}
+	switch cause := context.Cause(b.ctx); {
+	case errors.Is(cause, errCancelled):
+		fin = &buildv1.BuildFinished{State: buildv1.BuildState_BUILD_STATE_CANCELLED, Error: cause.Error()}
+	case len(failed) > 0:
+		fin = &buildv1.BuildFinished{State: buildv1.BuildState_BUILD_STATE_FAILED, Error: failed[0]}
+	}
+	b.hub.Publish(&buildv1.Event{BuildId: b.id, Time: now(), Kind: &buildv1.Event_Finished{Finished: fin}})
+	b.hub.Close()
+	b.stop()
+	b.cancel(nil)
+	s.retire(b.id)
+}
+
+// retire keeps the newest finished builds watchable and forgets the rest.
+func (s *Server) retire(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finished = append(s.finished, id)
+	for len(s.finished) > s.cfg.KeepBuilds {
+		delete(s.builds, s.finished[0])
+		s.finished = s.finished[1:]
+	}
+}

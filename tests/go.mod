@@ -1,0 +1,3 @@
+module github.com/open-balena-builder/builder/tests
+
+go 1.26

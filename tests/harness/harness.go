@@ -1,0 +1,316 @@
+// Package harness starts the whole builder stack on loopback and private
+// sockets for end-to-end tests and the demo: an open-balena-api stand-in, a
+// token-auth registry, Docker daemons for amd64 and arm64 (qemu binfmt),
+// busybox base images, and `obb serve all` built from this checkout.
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/open-balena-builder/builder/tests/apistandin"
+	"github.com/open-balena-builder/builder/tests/stack"
+)
+
+// Issuer and BuilderToken of the stand-in API.
+const (
+	Issuer       = "api.balena.local"
+	BuilderToken = "builder-token-0123456789abcdef"
+)
+
+// Options choose what to start.
+type Options struct {
+	// ARM64 starts a second daemon as the native arm64 host.
+	ARM64 bool
+	// Logf receives progress lines (nil: quiet).
+	Logf func(string, ...any)
+	// Env adds to (or overrides) the builder's environment.
+	Env []string
+	// BuilderLog, when set, receives the builder's stderr.
+	BuilderLog *os.File
+}
+
+// Stack is a running builder with everything it talks to.
+type Stack struct {
+	Root       string
+	API        *apistandin.Server
+	APIURL     string
+	Registry   *stack.Registry
+	AMD64      *stack.Dockerd
+	ARM64      *stack.Dockerd
+	BuilderURL string
+	// gRPC addresses.
+	Ingest, Scheduler, Executor, Release string
+	DataDir                              string
+
+	apiSrv  *http.Server
+	builder *exec.Cmd
+	exited  chan error
+	logf    func(string, ...any)
+}
+
+// RepoRoot finds the checkout (the directory holding go.work).
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.work not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Build compiles obb and the docker-tcp plugin into dir.
+func Build(ctx context.Context, dir string) error {
+	root, err := RepoRoot()
+	if err != nil {
+		return err
+	}
+	for _, b := range []struct{ out, pkg string }{
+		{"obb", "./cmd/obb"},
+		{"obb-plugin-docker-tcp", "./plugins/docker-tcp"},
+	} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %w\n%s", b.pkg, err, out)
+		}
+	}
+	return nil
+}
+
+// Deps runs scripts/deps.sh (apt packages, busybox, binfmt) and returns the
+// cache directory holding busybox-amd64 and busybox-arm64.
+func Deps(ctx context.Context) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "deps.sh"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("scripts/deps.sh: %w\n%s", err, out)
+	}
+	if c := os.Getenv("OBB_CACHE"); c != "" {
+		return c, nil
+	}
+	return filepath.Join(root, ".cache"), nil
+}
+
+func freeAddr() (string, error) {
+	p, err := stack.FreePort()
+	if err != nil {
+		return "", err
+	}
+	return "127.0.0.1:" + strconv.Itoa(p), nil
+}
+
+// Start brings the stack up. On error everything started is stopped.
+func Start(ctx context.Context, o Options) (s *Stack, err error) {
+	logf := o.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	cache, err := Deps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	root, err := os.MkdirTemp("/tmp", "obb-e2e-")
+	if err != nil {
+		return nil, err
+	}
+	s = &Stack{Root: root, logf: logf, exited: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.Stop()
+			s = nil
+		}
+	}()
+	if err := Build(ctx, filepath.Join(root, "bin")); err != nil {
+		return s, err
+	}
+
+	// The registry's address must be known to the API (image locations).
+	regAddr, err := freeAddr()
+	if err != nil {
+		return s, err
+	}
+	api, err := apistandin.New(apistandin.Config{RegistryHost: regAddr, Issuer: Issuer, BuilderToken: BuilderToken})
+	if err != nil {
+		return s, err
+	}
+	s.API = api
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return s, err
+	}
+	s.APIURL = "http://" + lis.Addr().String()
+	s.apiSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	go s.apiSrv.Serve(lis)
+
+	s.Registry, err = stack.StartRegistryAt(ctx, filepath.Join(root, "registry"), regAddr, stack.TokenAuth{
+		Realm: s.APIURL + "/auth/v1/token", Service: regAddr, Issuer: Issuer, RootCertPEM: api.CertPEM(),
+	}, logf)
+	if err != nil {
+		return s, err
+	}
+	if s.AMD64, err = stack.StartDockerd(ctx, filepath.Join(root, "amd64"), "amd64", logf); err != nil {
+		return s, err
+	}
+	if err := stack.LoadBusybox(ctx, s.AMD64.Host(), "amd64", filepath.Join(cache, "busybox-amd64")); err != nil {
+		return s, err
+	}
+	if o.ARM64 {
+		if s.ARM64, err = stack.StartDockerd(ctx, filepath.Join(root, "arm64"), "arm64", logf); err != nil {
+			return s, err
+		}
+		if err := stack.LoadBusybox(ctx, s.ARM64.Host(), "arm64", filepath.Join(cache, "busybox-arm64")); err != nil {
+			return s, err
+		}
+	}
+	return s, s.startBuilder(ctx, o)
+}
+
+// startBuilder runs `obb serve all` with the seed's environment variables.
+func (s *Stack) startBuilder(ctx context.Context, o Options) error {
+	addrs := make([]string, 5)
+	for i := range addrs {
+		a, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		addrs[i] = a
+	}
+	s.BuilderURL = "http://" + addrs[0]
+	s.Ingest, s.Scheduler, s.Executor, s.Release = addrs[1], addrs[2], addrs[3], addrs[4]
+	s.DataDir = filepath.Join(s.Root, "data")
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + os.Getenv("HOME"),
+		"API_HOST=" + s.APIURL,
+		"REGISTRY2_HOST=" + s.Registry.Addr(),
+		"TOKEN_AUTH_BUILDER_TOKEN=" + BuilderToken,
+		"DOCKER_HOST_AMD64=" + s.AMD64.Host(),
+		"DOCKER_BUILDKIT=0",
+		"OBB_HTTP_ADDR=" + addrs[0],
+		"OBB_INGEST_ADDR=" + s.Ingest,
+		"OBB_SCHEDULER_ADDR=" + s.Scheduler,
+		"OBB_EXECUTOR_ADDR=" + s.Executor,
+		"OBB_RELEASE_ADDR=" + s.Release,
+		"OBB_DATA_DIR=" + s.DataDir,
+		"OBB_LOG_LEVEL=debug",
+	}
+	if s.ARM64 != nil {
+		env = append(env, "DOCKER_HOST_ARM64="+s.ARM64.Host())
+	}
+	env = append(env, o.Env...)
+	cmd := exec.Command(filepath.Join(s.Root, "bin", "obb"), "serve", "all")
+	cmd.Env = env
+	logPath := filepath.Join(s.Root, "obb.log")
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd.Stderr, cmd.Stdout = lf, lf
+	if o.BuilderLog != nil {
+		cmd.Stderr = o.BuilderLog
+	}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return err
+	}
+	s.builder = cmd
+	go func() { s.exited <- cmd.Wait(); lf.Close() }()
+	return s.waitReady(ctx)
+}
+
+// waitReady waits until the HTTP face answers and the hosts are registered.
+func (s *Stack) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	want := 1
+	if s.ARM64 != nil {
+		want = 2
+	}
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-s.exited:
+			s.exited <- err
+			return fmt.Errorf("obb exited at start (%v):\n%s", err, s.BuilderLogTail(40))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		resp, err := http.Get(s.BuilderURL + "/v1/hosts")
+		if err != nil {
+			continue
+		}
+		b := make([]byte, 4096)
+		n, _ := resp.Body.Read(b)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && strings.Count(string(b[:n]), `"name"`) >= want {
+			s.logf("[obb] ready at %s", s.BuilderURL)
+			return nil
+		}
+	}
+	return fmt.Errorf("obb not ready after 30s:\n%s", s.BuilderLogTail(40))
+}
+
+// BuilderLogTail returns the last n lines of the builder's log.
+func (s *Stack) BuilderLogTail(n int) string {
+	b, _ := os.ReadFile(filepath.Join(s.Root, "obb.log"))
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// BuilderLog returns the builder's whole log.
+func (s *Stack) BuilderLog() string {
+	b, _ := os.ReadFile(filepath.Join(s.Root, "obb.log"))
+	return string(b)
+}
+
+// Stop stops everything and removes the stack's files.
+func (s *Stack) Stop() {
+	if s.builder != nil && s.builder.Process != nil {
+		_ = s.builder.Process.Signal(os.Interrupt)
+		select {
+		case <-s.exited:
+		case <-time.After(15 * time.Second):
+			_ = s.builder.Process.Kill()
+			<-s.exited
+		}
+	}
+	if s.apiSrv != nil {
+		_ = s.apiSrv.Close()
+	}
+	for _, d := range []*stack.Dockerd{s.AMD64, s.ARM64} {
+		if d != nil {
+			if err := d.Stop(); err != nil {
+				s.logf("stop %s: %v", d.Name, err)
+			}
+		}
+	}
+	if s.Registry != nil {
+		_ = s.Registry.Stop()
+	}
+	if s.Root != "" {
+		_ = os.RemoveAll(s.Root)
+	}
+}
