@@ -24,6 +24,11 @@ type Executor interface {
 	// spec.ImageRef (tag latest) and returns the result. Each output line goes
 	// to logs as it comes. Cancelling ctx stops the build on the host (no
 	// container left running).
+	//
+	// Over the plugin boundary a cancelled Build returns once the plugin has
+	// stopped the build (at most CancelGrace later), with an error wrapping
+	// context.Canceled. After an error, buildContext may still be read until
+	// its current Read returns; after success it is no longer read.
 	Build(ctx context.Context, spec *pluginv1.BuildSpec, buildContext io.Reader, logs LogSink) (*pluginv1.Result, error)
 	// Cancel stops the running build with this job id. It returns an error
 	// wrapping ErrNotFound when no such build runs.

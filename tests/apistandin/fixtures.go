@@ -46,17 +46,25 @@ func (s *Server) seed() {
 	})
 }
 
-// AddUser adds a user and returns a new API key for it (32 random
-// alphanumeric characters, like open-balena's). Its email is
-// <username>@example.com.
+// AddUser adds a user (or, for an existing username, another API key of
+// the same user) and returns a new API key for it: 32 random alphanumeric
+// characters, like open-balena's. Its email is <username>@example.com.
 func (s *Server) AddUser(username string) (apiKey string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.actorSeq++
-	u := &user{id: s.nextID("user"), actor: s.actorSeq, username: username, email: username + "@example.com"}
-	now := s.now()
-	s.st.put("user", row{"id": u.id, "created_at": now, "modified_at": now, "actor": u.actor, "username": username})
-	s.users[u.id] = u
+	var u *user
+	for _, existing := range s.users {
+		if existing.username == username {
+			u = existing
+		}
+	}
+	if u == nil {
+		s.actorSeq++
+		u = &user{id: s.nextID("user"), actor: s.actorSeq, username: username, email: username + "@example.com"}
+		now := s.now()
+		s.st.put("user", row{"id": u.id, "created_at": now, "modified_at": now, "actor": u.actor, "username": username})
+		s.users[u.id] = u
+	}
 	key := randomAlnum(32)
 	s.apiKeys[key] = u.id
 	return key

@@ -87,8 +87,8 @@ func (s *Server) releasePreRun(tx *state, ids []int64, raw map[string]any, rc *r
 			}
 		}
 	}
-	type pick func(r row) bool
-	var filters, partFilters []pick
+	type pred func(r row) bool
+	var filters, partFilters []pred
 	if jsTruthy(rc.isFinal) {
 		filters = append(filters, func(r row) bool { return r.isNull("revision") })
 	}

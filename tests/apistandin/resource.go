@@ -114,7 +114,7 @@ func (s *Server) serveOData(w http.ResponseWriter, r *http.Request, p params, bo
 			return
 		}
 		s.handlePost(w, tg, p, body, u)
-	case http.MethodPatch, http.MethodPut, "MERGE":
+	case http.MethodPatch, "MERGE":
 		s.handlePatch(w, tg, p, body, u)
 	default:
 		w.WriteHeader(http.StatusMethodNotAllowed)

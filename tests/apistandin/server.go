@@ -1,12 +1,9 @@
-// Package apistandin is an in-memory HTTP stand-in for open-balena-api,
-// for end-to-end tests. It keeps the real API's rules and answers (see
-// /work/shared/reference/openbalena-api.md, §8 wins): the v7 OData
-// resources a builder and balena-cli use, whoami, and the registry token
-// endpoint whose ES256 tokens a Docker registry verifies with CertPEM().
 package apistandin
 
 import (
 	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,16 +117,16 @@ func (s *Server) nextID(table string) int64 {
 
 // ServeHTTP serves the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, aerr := readBody(r)
+	p := parseParams(r.URL.RawQuery)
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests = append(s.requests, describeRequest(r))
-
-	body, aerr := readBody(r)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
-	p := parseParams(r.URL.RawQuery)
 	path := r.URL.Path
 	switch {
 	case path == "/ping":
@@ -161,9 +158,10 @@ func describeRequest(r *http.Request) string {
 }
 
 // readBody parses the request body as express's body-parser does for the
-// API: JSON (strict: object or array) and urlencoded forms, with the
-// 512kb limit answered by express's HTML 413 page. Other content types
-// leave the body empty.
+// API: JSON (strict: object or array) and urlencoded forms, gzip or
+// deflate encoded or not, with the 512kb limit (on the decoded body)
+// answered by express's HTML 413 page. Other content types leave the body
+// empty.
 func readBody(r *http.Request) (any, *apiError) {
 	if r.Body == nil {
 		return nil, nil
@@ -172,10 +170,26 @@ func readBody(r *http.Request) (any, *apiError) {
 	if ct != "application/json" && ct != "application/x-www-form-urlencoded" {
 		return nil, nil
 	}
-	if r.ContentLength > bodyLimit {
-		return nil, htmlError(413, "Payload Too Large")
+	var rd io.Reader = r.Body
+	switch enc := strings.ToLower(r.Header.Get("Content-Encoding")); enc {
+	case "", "identity":
+		if r.ContentLength > bodyLimit {
+			return nil, htmlError(413, "Payload Too Large")
+		}
+	case "gzip", "deflate":
+		var err error
+		if enc == "gzip" {
+			rd, err = gzip.NewReader(r.Body)
+		} else {
+			rd, err = zlib.NewReader(r.Body)
+		}
+		if err != nil {
+			return nil, htmlError(400, "Bad Request")
+		}
+	default:
+		return nil, htmlError(415, "Unsupported Media Type")
 	}
-	data, err := io.ReadAll(io.LimitReader(r.Body, bodyLimit+1))
+	data, err := io.ReadAll(io.LimitReader(rd, bodyLimit+1))
 	if err != nil {
 		return nil, htmlError(400, "Bad Request")
 	}

@@ -1,8 +1,13 @@
 package apistandin
 
 import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -47,6 +52,17 @@ func TestWhoami(t *testing.T) {
 	}
 	if r := h.do("GET", "/actor/v1/whoami?apikey="+h.key, "", nil); r.status != 200 {
 		t.Errorf("whoami with ?apikey: %s", r)
+	}
+	// A second key of the same user, and another user.
+	second := h.s.AddUser("admin")
+	if len(second) != 32 || second == h.key || !regexp.MustCompile(`^[A-Za-z0-9]{32}$`).MatchString(second) {
+		t.Errorf("API key %q", second)
+	}
+	if again := h.do("GET", "/actor/v1/whoami", second, nil).obj(t); again["id"] != m["id"] {
+		t.Errorf("second key is another actor: %v", again)
+	}
+	if bob := h.do("GET", "/actor/v1/whoami", h.s.AddUser("bob"), nil).obj(t); bob["id"] == m["id"] || bob["username"] != "bob" {
+		t.Errorf("bob: %v", bob)
 	}
 }
 
@@ -168,5 +184,70 @@ func TestRequestsLog(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("request %d: %q, want %q", i, got[i], want[i])
 		}
+	}
+}
+
+func TestGzipBodyAndMethods(t *testing.T) {
+	h := newHarness(t)
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	raw, _ := marshal(h.releaseBody(nil))
+	zw.Write(raw)
+	zw.Close()
+	req, _ := http.NewRequest("POST", h.ts.URL+"/v7/release", &buf)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", "gzip")
+	req.Header.Set("Authorization", "Bearer "+h.key)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 201 {
+		t.Errorf("gzip body: %d", res.StatusCode)
+	}
+	if r := h.do("PUT", "/v7/release(1)", h.key, map[string]any{"note": "x"}); r.status != 405 {
+		t.Errorf("PUT: %s", r)
+	}
+	// A body that is not JSON is ignored, as body-parser does.
+	req, _ = http.NewRequest("POST", h.ts.URL+"/v7/release", strings.NewReader(string(raw)))
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Authorization", "Bearer "+h.key)
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 500 {
+		t.Errorf("text/plain body must read as {}: %d", res.StatusCode)
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	h := newHarness(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			r := h.do("POST", "/v7/release", h.key, h.releaseBody(map[string]any{"commit": fmt.Sprint("c", i)}))
+			if r.status != 201 {
+				t.Errorf("POST %d: %s", i, r)
+			}
+			h.s.Releases()
+			h.s.Requests()
+		}(i)
+	}
+	wg.Wait()
+	seen := map[int64]bool{}
+	for _, r := range h.s.Releases() {
+		if r.Revision == nil || seen[*r.Revision] {
+			t.Errorf("revision of %d: %v", r.ID, ptrVal(r.Revision))
+		} else {
+			seen[*r.Revision] = true
+		}
+	}
+	if len(seen) != 20 {
+		t.Errorf("%d releases", len(seen))
 	}
 }

@@ -174,6 +174,7 @@ func TestTokenAccess(t *testing.T) {
 		{"user, fleet slug push", "Bearer " + h.key, "scope=repository:admin/amd64fleet:push", "admin/amd64fleet=", "admin"},
 		{"user, service of a fleet", "Bearer " + h.key, "scope=repository:admin/amd64fleet/latest/main:pull", "admin/amd64fleet/latest/main=", "admin"},
 		{"anonymous, linked image", "", "scope=repository:" + lk + ":pull,push", lk + "=", ""},
+		{"anonymous, fleet slug (legacy public read)", "", "scope=repository:admin/amd64fleet:pull,push", "admin/amd64fleet=pull", ""},
 		{"anonymous, two scopes", "", "scope=repository:" + missing + ":pull&scope=repository:" + ul + ":push", missing + "= " + ul + "=", ""},
 		{"host-prefixed name is dropped", basic("builder", testBuilder), "scope=repository:" + testRegistry + "/" + lk + ":pull,push", "", ""},
 		{"host-prefixed name, user", "Bearer " + h.key, "scope=repository:registry2.balena.local/" + lk + ":pull", "", "admin"},

@@ -50,12 +50,13 @@ type PushResult struct {
 	FirstIsBuildLogID bool
 }
 
-// Text is every message joined by newlines, ANSI codes removed.
+// Text is every message joined by newlines, ANSI codes removed and runs of
+// spaces collapsed (as balena-cli's own tests compare output).
 func (r *PushResult) Text() string {
 	var sb strings.Builder
 	for _, m := range r.Messages {
 		if m.Type == "" {
-			sb.WriteString(StripANSI(m.Message) + "\n")
+			sb.WriteString(strings.Join(strings.Fields(StripANSI(m.Message)), " ") + "\n")
 		}
 	}
 	return sb.String()

@@ -27,6 +27,9 @@ const (
 	BuilderToken = "builder-token-0123456789abcdef"
 )
 
+// ArmBase is the arm64 busybox image on the amd64 host.
+const ArmBase = "arm64v8/busybox"
+
 // Options choose what to start.
 type Options struct {
 	// ARM64 starts a second daemon as the native arm64 host.
@@ -173,6 +176,11 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		return s, err
 	}
 	if err := stack.LoadBusybox(ctx, s.AMD64.Host(), "amd64", filepath.Join(cache, "busybox-amd64")); err != nil {
+		return s, err
+	}
+	// An arm64 base under its own name, for emulated builds on the amd64 host
+	// (Docker 20.10 keeps one platform per tag).
+	if err := stack.LoadBusybox(ctx, s.AMD64.Host(), "arm64", filepath.Join(cache, "busybox-arm64"), ArmBase); err != nil {
 		return s, err
 	}
 	if o.ARM64 {

@@ -42,7 +42,8 @@ func NormalizeArch(arch string) (string, error) {
 
 // BusyboxImageTar returns a `docker save`-format archive of a one-layer
 // image for linux/arch built from the static busybox binary at busyboxPath,
-// tagged "busybox:latest" and tags (a tag without ":tag" gets ":latest").
+// tagged with tags, or "busybox:latest" when none are given (a tag without
+// ":tag" gets ":latest").
 func BusyboxImageTar(arch, busyboxPath string, tags ...string) ([]byte, error) {
 	arch, err := NormalizeArch(arch)
 	if err != nil {
@@ -110,7 +111,10 @@ func BusyboxImageTar(arch, busyboxPath string, tags ...string) ([]byte, error) {
 	cs := sha256.Sum256(cfgJSON)
 	cfgName := hex.EncodeToString(cs[:]) + ".json"
 
-	repoTags := []string{"busybox:latest"}
+	if len(tags) == 0 {
+		tags = []string{"busybox"}
+	}
+	var repoTags []string
 	for _, t := range tags {
 		t = normalizeTag(t)
 		if t != "" && !contains(repoTags, t) {
@@ -217,7 +221,7 @@ func busyboxLayer(bin []byte) ([]byte, error) {
 
 // LoadBusybox loads a busybox image for arch ("amd64" or "arm64") built from
 // the static binary at busyboxPath into the daemon at dockerHost, tagged
-// "busybox:latest" plus tags, with POST /images/load. It then checks that the
+// tags (default "busybox:latest"), with POST /images/load. It then checks that the
 // daemon reports the image with the right architecture.
 func LoadBusybox(ctx context.Context, dockerHost, arch, busyboxPath string, tags ...string) error {
 	arch, err := NormalizeArch(arch)
@@ -244,11 +248,15 @@ func LoadBusybox(ctx context.Context, dockerHost, arch, busyboxPath string, tags
 		Architecture string
 		Os           string
 	}
-	if err := e.JSON(ctx, http.MethodGet, "/images/"+url.PathEscape("busybox:latest")+"/json", nil, nil, &img); err != nil {
+	first := "busybox:latest"
+	if len(tags) > 0 {
+		first = normalizeTag(tags[0])
+	}
+	if err := e.JSON(ctx, http.MethodGet, "/images/"+url.PathEscape(first)+"/json", nil, nil, &img); err != nil {
 		return err
 	}
 	if img.Architecture != arch || img.Os != "linux" {
-		return fmt.Errorf("busybox:latest on %s is %s/%s, want linux/%s", dockerHost, img.Os, img.Architecture, arch)
+		return fmt.Errorf("%s on %s is %s/%s, want linux/%s", first, dockerHost, img.Os, img.Architecture, arch)
 	}
 	return nil
 }

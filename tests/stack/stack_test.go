@@ -141,7 +141,7 @@ func TestStack(t *testing.T) {
 	for _, arch := range arches {
 		d := daemons[arch]
 		start := time.Now()
-		if err := LoadBusybox(ctx, d.Host(), arch, filepath.Join(cache, "busybox-"+arch), "localhost/busybox-"+arch); err != nil {
+		if err := LoadBusybox(ctx, d.Host(), arch, filepath.Join(cache, "busybox-"+arch), "busybox", "localhost/busybox-"+arch); err != nil {
 			t.Fatalf("[%s] %v", arch, err)
 		}
 		t.Logf("[%s] LoadBusybox took %s", arch, time.Since(start).Round(time.Millisecond))
@@ -276,7 +276,7 @@ func grepLines(s, sub string) string {
 // TestBusyboxImageTar checks the archive layout without a daemon.
 func TestBusyboxImageTar(t *testing.T) {
 	runDeps(t)
-	b, err := BusyboxImageTar("arm64", filepath.Join(cacheDir(t), "busybox-arm64"), "x/y", "127.0.0.1:5000/v2/abc")
+	b, err := BusyboxImageTar("arm64", filepath.Join(cacheDir(t), "busybox-arm64"), "busybox", "x/y", "127.0.0.1:5000/v2/abc")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,7 @@ func checkImage(t *testing.T, env Env, spec *pluginv1.BuildSpec, res *pluginv1.R
 	}
 }
 
-// containersRunning returns the containers (any state) whose command
+// containersWith returns the containers (any state) whose command
 // contains marker.
 func containersWith(t *testing.T, env Env, marker string) []container.Summary {
 	t.Helper()

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"runtime"
+	"time"
 	"testing"
 )
 
@@ -14,6 +17,13 @@ func FuzzExtract(f *testing.F) {
 	lim := Limits{MaxCompressedBytes: 1 << 20, MaxUncompressedBytes: 4 << 20, MaxEntries: 500, MaxPathLength: 512}
 	f.Fuzz(func(t *testing.T, upload []byte) {
 		parent, dir := target(t)
+		tm := time.AfterFunc(3*time.Second, func() {
+			os.WriteFile("/tmp/hang-input", upload, 0o644)
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			os.WriteFile("/tmp/hang-stack", buf[:n], 0o644)
+		})
+		defer tm.Stop()
 		_, err := Extract(context.Background(), bytes.NewReader(upload), dir, lim)
 		checkContained(t, parent, dir)
 		if err != nil {
