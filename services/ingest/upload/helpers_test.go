@@ -189,35 +189,39 @@ func listing(tb testing.TB, dir string) []string {
 	return out
 }
 
-// target makes an empty directory to extract into, inside a parent that
-// holds nothing else, so that a write outside it shows up.
-func target(tb testing.TB) (parent, dir string) {
+// target makes an empty directory to extract into, two levels down a fresh
+// temporary directory, so that a write outside it shows up.
+func target(tb testing.TB) (base, dir string) {
 	tb.Helper()
-	parent = tb.TempDir()
-	dir = filepath.Join(parent, "project")
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	base = tb.TempDir()
+	dir = filepath.Join(base, "outer", "project")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		tb.Fatal(err)
 	}
-	return parent, dir
+	return base, dir
 }
 
-// checkContained fails unless parent holds only dir (and what is in it), and
-// every symlink under dir resolves inside it.
-func checkContained(tb testing.TB, parent, dir string) {
+// checkContained fails unless base holds nothing but dir, its ancestors and
+// what is inside dir, and every symlink under dir resolves inside it.
+func checkContained(tb testing.TB, base, dir string) {
 	tb.Helper()
-	entries, err := os.ReadDir(parent)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if len(entries) != 1 || entries[0].Name() != filepath.Base(dir) || !entries[0].IsDir() {
-		var names []string
-		for _, e := range entries {
-			names = append(names, e.Name())
+	err := filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
 		}
-		tb.Fatalf("something was written outside %s: %s holds %q", dir, parent, names)
-	}
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.Type()&fs.ModeSymlink == 0 {
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		switch {
+		case rel == "." || !strings.HasPrefix(rel, ".."): // dir or inside
+		case d.IsDir() && strings.HasPrefix(dir, p+string(filepath.Separator)): // an ancestor
+			return nil
+		default:
+			tb.Errorf("%s was written outside %s", p, dir)
+			return nil
+		}
+		if d.Type()&fs.ModeSymlink == 0 {
 			return nil
 		}
 		real, err := filepath.EvalSymlinks(p)
@@ -229,6 +233,9 @@ func checkContained(tb testing.TB, parent, dir string) {
 		}
 		return nil
 	})
+	if err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func checkEmptyDir(tb testing.TB, dir string) {
