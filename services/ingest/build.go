@@ -10,10 +10,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/open-balena-builder/builder/platform/hub"
-	"github.com/open-balena-builder/builder/services/ingest/project"
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
+	"github.com/open-balena-builder/builder/services/ingest/project"
 )
 
 // build is one push from upload to release.
