@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/open-balena-builder/builder/proto v0.0.0
+	github.com/open-balena-builder/builder/tests v0.0.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )

@@ -3,6 +3,7 @@ package release
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -52,9 +53,10 @@ func newHarness(t *testing.T, deviceType string, wrap func(http.Handler) http.Ha
 	t.Cleanup(hs.Close)
 	key := api.AddUser("admin")
 	fleet := api.AddFleet("admin", "testfleet", deviceType)
-	client := openbalena.New(hs.URL, hs.Client(), nil,
+	client := openbalena.New(hs.URL, hs.Client(), slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		openbalena.WithRetry(openbalena.RetryPolicy{Attempts: 5, Initial: time.Millisecond, Max: 5 * time.Millisecond}))
-	srv := New(Config{APIURL: hs.URL, BuilderToken: testBuilderToken, RegistryHost: testRegistry}, client, nil)
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv := New(Config{APIURL: hs.URL, BuilderToken: testBuilderToken, RegistryHost: testRegistry}, client, logger)
 	return &harness{api: api, url: hs.URL, key: key, fleet: fleet, srv: srv}
 }
 

@@ -3,6 +3,7 @@ package release
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -273,5 +274,37 @@ func TestFinishValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { wantCode(t, tt.call(), tt.code, "") })
+	}
+}
+
+func TestCreateReleaseCallerGoneLeavesNothingRunning(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The caller goes away while the labels are being written.
+	h := newHarness(t, "genericx86-64-ext", func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v7/image_label" {
+				cancel()
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	_, err := h.srv.CreateRelease(ctx, &releasev1.CreateReleaseRequest{
+		UserToken: h.key, FleetId: h.fleet.ID, Composition: defaultComposition(t),
+		Services: []*releasev1.ServiceImage{{Service: "main", Labels: defaultLabels()}},
+	})
+	wantCode(t, err, codes.Canceled, "")
+	if len(h.api.Images()) == 0 || len(h.api.Releases()) == 0 {
+		t.Fatal("the cancel came before anything was created")
+	}
+	for _, rel := range h.api.Releases() {
+		if rel.Status != "failed" {
+			t.Errorf("release %d is %q", rel.ID, rel.Status)
+		}
+	}
+	for _, img := range h.api.Images() {
+		if img.Status != "failed" {
+			t.Errorf("image %d is %q", img.ID, img.Status)
+		}
 	}
 }

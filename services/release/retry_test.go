@@ -58,7 +58,7 @@ func TestTokensNeverInErrors(t *testing.T) {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.Contains(r.URL.Path, "/v7/image") || r.URL.Path == "/auth/v1/token" {
 				w.WriteHeader(http.StatusBadRequest)
-				fmt.Fprintf(w, "%q", "bad request from "+r.Header.Get("Authorization")+" "+userToken+" "+testBuilderToken)
+				fmt.Fprintf(w, "%q", "bad request from "+r.Header.Get("Authorization")+" "+testBuilderToken)
 				return
 			}
 			next.ServeHTTP(w, r)

@@ -4,7 +4,9 @@
 package e2e
 
 import (
+	"compress/gzip"
 	"context"
+	"io"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -110,4 +112,27 @@ func waitRelease(t *testing.T, id int64) apistandin.Release {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func writeFile(dir, name, body string) error {
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(p, []byte(body), 0o644)
+}
+
+// plainTar is an uncompressed tar of dir (a docker build context).
+func plainTar(dir string) io.Reader {
+	pr, pw := io.Pipe()
+	go func() {
+		gz, err := gzip.NewReader(harness.TarGz(dir))
+		if err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		_, err = io.Copy(pw, gz)
+		pw.CloseWithError(err)
+	}()
+	return pr
 }

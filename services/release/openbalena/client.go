@@ -10,6 +10,7 @@ package openbalena
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,6 +84,13 @@ type credentials struct {
 
 func bearer(token string) credentials {
 	return credentials{bearer: token, secretsToScrub: []string{token}}
+}
+
+// basic is HTTP Basic auth; the password is scrubbed raw and as the
+// base64 header value an API might echo.
+func basic(user, password string) credentials {
+	encoded := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	return credentials{basicUser: user, basicPassword: password, secretsToScrub: []string{password, encoded}}
 }
 
 func (cr credentials) apply(h http.Header) {

@@ -32,7 +32,7 @@ func (c *Client) RegistryToken(ctx context.Context, builderToken, registry strin
 		method: http.MethodGet,
 		path:   "/auth/v1/token",
 		query:  query,
-		creds:  credentials{basicUser: "builder", basicPassword: builderToken, secretsToScrub: []string{builderToken}},
+		creds:  basic("builder", builderToken),
 	}, &out)
 	if err != nil {
 		return "", err
