@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -76,7 +77,7 @@ type build struct {
 var errCancelled = errors.New("cancelled")
 
 // SubmitBuild queues one job per service and starts placing them.
-func (s *Server) SubmitBuild(_ context.Context, req *schedulerv1.SubmitBuildRequest) (*schedulerv1.SubmitBuildResponse, error) {
+func (s *Server) SubmitBuild(ctx context.Context, req *schedulerv1.SubmitBuildRequest) (*schedulerv1.SubmitBuildResponse, error) {
 	if req.GetBuildId() == "" || len(req.GetJobs()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "build_id and at least one job are required")
 	}
@@ -85,7 +86,8 @@ func (s *Server) SubmitBuild(_ context.Context, req *schedulerv1.SubmitBuildRequ
 		s.mu.Unlock()
 		return nil, status.Errorf(codes.AlreadyExists, "build %s was already submitted", req.GetBuildId())
 	}
-	parent, cancel := context.WithCancelCause(context.Background())
+	// The jobs outlive this call but stay in its trace.
+	parent, cancel := context.WithCancelCause(trace.ContextWithSpanContext(context.Background(), trace.SpanContextFromContext(ctx)))
 	ctx, stop := context.WithTimeoutCause(parent, s.cfg.BuildTimeout, fmt.Errorf("build timed out after %s", s.cfg.BuildTimeout))
 	b := &build{id: req.GetBuildId(), hub: hub.New(), ctx: ctx, cancel: cancel, stop: stop, remaining: len(req.GetJobs())}
 	s.builds[b.id] = b

@@ -275,3 +275,47 @@ func TestSecretsStayOutOfLogsAndImages(t *testing.T) {
 		}
 	}
 }
+
+func TestDrainedNativeHostFallsBackToEmulation(t *testing.T) {
+	hostAction := func(name, action string) string {
+		resp, err := http.Post(env.BuilderURL+"/v1/hosts/"+name+":"+action, "application/json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Host struct {
+				Name     string `json:"name"`
+				Draining bool   `json:"draining"`
+			} `json:"host"`
+		}
+		json.NewDecoder(resp.Body).Decode(&out)
+		if resp.StatusCode != 200 || out.Host.Name != name {
+			t.Fatalf("POST /v1/hosts/%s:%s = %d %+v", name, action, resp.StatusCode, out)
+		}
+		return fmt.Sprint(out.Host.Draining)
+	}
+	if got := hostAction("arm64", "drain"); got != "true" {
+		t.Fatalf("drained host reports draining=%s", got)
+	}
+	defer hostAction("arm64", "resume")
+
+	f := newFixture(t, "raspberrypi4-64")
+	dockerfile := strings.Replace(archProject, "FROM busybox", "FROM "+harness.ArmBase, 1)
+	res := push(t, f, project(t, map[string]string{"Dockerfile": dockerfile}), harness.PushOptions{})
+	text := res.Text()
+	if res.IsError || !strings.Contains(text, "[Info] Building on amd64") ||
+		!strings.Contains(text, "[Warn] No native aarch64 host is available: building on amd64 under QEMU emulation") ||
+		!strings.Contains(text, "machine: aarch64") {
+		t.Fatalf("with arm64 drained, the aarch64 build did not fall back to emulation on amd64:\n%s", text)
+	}
+
+	resp, err := http.Post(env.BuilderURL+"/v1/hosts/nope:drain", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("draining an unknown host: %d, want 404", resp.StatusCode)
+	}
+}

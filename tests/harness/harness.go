@@ -184,7 +184,12 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		return s, err
 	}
 	if o.ARM64 {
-		if s.ARM64, err = stack.StartDockerd(ctx, filepath.Join(root, "arm64"), "arm64", logf); err != nil {
+		// The arm64 host is reached over tcp://, the amd64 one over unix://.
+		tcp, err := freeAddr()
+		if err != nil {
+			return s, err
+		}
+		if s.ARM64, err = stack.StartDockerdTCP(ctx, filepath.Join(root, "arm64"), "arm64", tcp, logf); err != nil {
 			return s, err
 		}
 		if err := stack.LoadBusybox(ctx, s.ARM64.Host(), "arm64", filepath.Join(cache, "busybox-arm64")); err != nil {
@@ -224,7 +229,7 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
 		"OBB_LOG_LEVEL=debug",
 	}
 	if s.ARM64 != nil {
-		env = append(env, "DOCKER_HOST_ARM64="+s.ARM64.Host())
+		env = append(env, "DOCKER_HOST_ARM64="+s.ARM64.TCPHost())
 	}
 	env = append(env, o.Env...)
 	cmd := exec.Command(filepath.Join(s.Root, "bin", "obb"), "serve", "all")

@@ -43,6 +43,7 @@ type Dockerd struct {
 	runDir     string
 	ownRunDir  bool
 	sock       string
+	tcpAddr    string
 	logf       func(string, ...any)
 	dockerd    *proc
 	containerd *proc
@@ -62,6 +63,13 @@ var keyMu sync.Mutex
 // The storage driver is overlay2 when an overlay mount works under dir, else
 // vfs; OBB_DOCKER_STORAGE_DRIVER overrides the choice.
 func StartDockerd(ctx context.Context, dir, name string, logf func(string, ...any)) (*Dockerd, error) {
+	return StartDockerdTCP(ctx, dir, name, "", logf)
+}
+
+// StartDockerdTCP is StartDockerd with the daemon also listening on plain
+// tcp://tcpAddr (a loopback "127.0.0.1:PORT"; empty: unix socket only), as
+// the original builder's hosts did (DOCKER_HOST_*=tcp://host:2375).
+func StartDockerdTCP(ctx context.Context, dir, name, tcpAddr string, logf func(string, ...any)) (*Dockerd, error) {
 	if logf == nil {
 		logf = nopLogf
 	}
@@ -173,6 +181,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		"--log-level", "info",
 		"--label", "obb.name=" + name,
 	}
+	if tcpAddr != "" {
+		args = append(args, "--host", "tcp://"+tcpAddr)
+		d.tcpAddr = tcpAddr
+	}
 	cmd = exec.Command(bins["dockerd"], args...)
 	cmd.Dir = dir
 	cmd.Env = childEnv("DOCKER_", "CONTAINERD_")
@@ -221,6 +233,14 @@ func (d *Dockerd) waitPing(ctx context.Context) error {
 
 // Host is the DOCKER_HOST of the daemon: "unix:///.../docker.sock".
 func (d *Dockerd) Host() string { return "unix://" + d.sock }
+
+// TCPHost is "tcp://127.0.0.1:PORT" when the daemon listens on TCP, else "".
+func (d *Dockerd) TCPHost() string {
+	if d.tcpAddr == "" {
+		return ""
+	}
+	return "tcp://" + d.tcpAddr
+}
 
 // Socket is the path of the daemon's unix socket.
 func (d *Dockerd) Socket() string { return d.sock }

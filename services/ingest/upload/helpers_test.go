@@ -214,7 +214,7 @@ func checkContained(tb testing.TB, base, dir string) {
 			return err
 		}
 		switch {
-		case rel == "." || !strings.HasPrefix(rel, ".."): // dir or inside
+		case rel != ".." && !strings.HasPrefix(rel, "../"): // dir or inside
 		case d.IsDir() && strings.HasPrefix(dir, p+string(filepath.Separator)): // an ancestor
 			return nil
 		default:

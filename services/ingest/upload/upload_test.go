@@ -110,6 +110,11 @@ func TestExtract(t *testing.T) {
 			want:   []string{"b file 0644 1"},
 		},
 		{
+			name:   "names that start with two dots",
+			upload: tgz(t, file("..ve", "1"), file("a/..b/...", "2"), symlink("..l", "..ve")),
+			want:   []string{"..l link ..ve", "..ve file 0644 1", "a dir 0755", "a/..b dir 0755", "a/..b/... file 0644 2"},
+		},
+		{
 			name:   "duplicate entries: the last wins",
 			upload: tgz(t, file("a", "1"), file("a", "2"), symlink("b", "a"), file("b", "3"), file("c", "4"), symlink("c", "a"), dir("d"), file("d", "5")),
 			want:   []string{"a file 0644 2", "b file 0644 3", "c link a", "d file 0644 5"},
