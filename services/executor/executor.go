@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -65,17 +66,25 @@ func New(cfg Config, plugins PluginSource, contexts ContextDialer, release relea
 	return &Server{cfg: cfg, hosts: hosts, plugins: plugins, contexts: contexts, release: release, log: logger}
 }
 
-// Register announces the hosts to the scheduler now and every interval
-// until ctx ends (the scheduler treats it as a heartbeat).
+// Register checks the hosts' health and announces them to the scheduler,
+// now and every interval until ctx ends (the scheduler treats it as a
+// heartbeat).
 func (s *Server) Register(ctx context.Context, scheduler schedulerv1.SchedulerServiceClient, interval time.Duration) {
-	var hosts []*schedulerv1.Host
-	for _, h := range s.cfg.Hosts {
-		hosts = append(hosts, &schedulerv1.Host{Name: h.Name, Plugin: h.Plugin, NativeArchs: h.NativeArchs,
-			EmulatedArchs: h.EmulatedArchs, MaxConcurrent: int32(h.MaxConcurrent), ExecutorAddress: s.cfg.Address})
-	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	was := map[string]bool{}
 	for {
+		hosts := s.checkHosts(ctx, interval)
+		for _, h := range hosts {
+			if prev, seen := was[h.GetName()]; !seen || prev != h.GetHealthy() {
+				if h.GetHealthy() {
+					s.log.Info("host healthy", "host", h.GetName())
+				} else {
+					s.log.Warn("host unhealthy", "host", h.GetName(), "problem", h.GetHealthMessage())
+				}
+			}
+			was[h.GetName()] = h.GetHealthy()
+		}
 		if _, err := scheduler.RegisterHosts(ctx, &schedulerv1.RegisterHostsRequest{Hosts: hosts}); err != nil && ctx.Err() == nil {
 			s.log.Warn("cannot register hosts with the scheduler", "error", err)
 		}
@@ -85,6 +94,40 @@ func (s *Server) Register(ctx context.Context, scheduler schedulerv1.SchedulerSe
 		case <-t.C:
 		}
 	}
+}
+
+// checkHosts asks each host's plugin whether the host answers.
+func (s *Server) checkHosts(ctx context.Context, timeout time.Duration) []*schedulerv1.Host {
+	hosts := make([]*schedulerv1.Host, len(s.cfg.Hosts))
+	var wg sync.WaitGroup
+	for i, h := range s.cfg.Hosts {
+		hosts[i] = &schedulerv1.Host{Name: h.Name, Plugin: h.Plugin, NativeArchs: h.NativeArchs, EmulatedArchs: h.EmulatedArchs,
+			MaxConcurrent: int32(h.MaxConcurrent), ExecutorAddress: s.cfg.Address, Healthy: true}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			if err := s.health(hctx, h); err != nil {
+				hosts[i].Healthy, hosts[i].HealthMessage = false, errorText(err)
+			}
+		}()
+	}
+	wg.Wait()
+	return hosts
+}
+
+func (s *Server) health(ctx context.Context, h config.Host) error {
+	plugin, err := s.plugins.Get(ctx, h.Plugin)
+	if err != nil {
+		return err
+	}
+	return plugin.Health(ctx, hostConfig(h, s.cfg.BuildKit))
+}
+
+func hostConfig(h config.Host, buildkit bool) *pluginv1.HostConfig {
+	return &pluginv1.HostConfig{Name: h.Name, Endpoint: h.Endpoint, TlsCa: h.TLSCA, TlsCert: h.TLSCert, TlsKey: h.TLSKey,
+		Buildkit: h.UsesBuildKit(buildkit)}
 }
 
 // RunJob runs one job and streams its events; the last is its final state.
@@ -160,9 +203,8 @@ func (s *Server) build(ctx context.Context, h config.Host, job *buildv1.Job, log
 		return nil, fmt.Errorf("build context: %s", status.Convert(err).Message())
 	}
 	spec := &pluginv1.BuildSpec{
-		JobId: job.GetJobId(),
-		Host: &pluginv1.HostConfig{Name: h.Name, Endpoint: h.Endpoint, TlsCa: h.TLSCA, TlsCert: h.TLSCert, TlsKey: h.TLSKey,
-			Buildkit: h.UsesBuildKit(s.cfg.BuildKit)},
+		JobId:         job.GetJobId(),
+		Host:          hostConfig(h, s.cfg.BuildKit),
 		Platform:      job.GetPlatform(),
 		Nocache:       job.GetNocache(),
 		Dockerfile:    job.GetDockerfile(),

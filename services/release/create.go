@@ -6,19 +6,13 @@ import (
 	"maps"
 	"slices"
 	"sync"
-	"time"
 
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
 	"github.com/open-balena-builder/builder/services/release/openbalena"
 )
 
-const (
-	// createConcurrency bounds the services set up at once.
-	createConcurrency = 4
-	// cleanupTimeout bounds marking a half-created release failed, which
-	// runs even when the caller has gone away.
-	cleanupTimeout = 30 * time.Second
-)
+// createConcurrency bounds the services set up at once.
+const createConcurrency = 4
 
 // CreateRelease records a running release, then per service its service row
 // (get or create), a running image (with its contract), the image's link to
@@ -30,7 +24,11 @@ func (s *Server) CreateRelease(ctx context.Context, req *releasev1.CreateRelease
 	if err := checkCreate(req); err != nil {
 		return nil, err
 	}
-	rel, err := s.api.CreateRelease(ctx, token, openbalena.NewRelease{
+	// The POSTs of running rows are not cut short: a row created by a POST
+	// whose answer was abandoned would stay running for ever.
+	postCtx, cancel := detach(ctx)
+	defer cancel()
+	rel, err := s.api.CreateRelease(postCtx, token, openbalena.NewRelease{
 		FleetID:     req.GetFleetId(),
 		Composition: structMap(req.GetComposition()),
 		Draft:       req.GetIsDraft(),
@@ -76,11 +74,16 @@ func (s *Server) createImage(ctx context.Context, token string, fleetID, release
 	if err != nil {
 		return openbalena.Image{}, err
 	}
-	img, err := s.api.CreateImage(ctx, token, serviceID, structMap(svc.GetContract()))
+	postCtx, cancel := detach(ctx)
+	img, err := s.api.CreateImage(postCtx, token, serviceID, structMap(svc.GetContract()))
+	cancel()
 	if err != nil {
 		return openbalena.Image{}, err
 	}
 	created(img.ID)
+	if err := context.Cause(ctx); err != nil {
+		return openbalena.Image{}, err
+	}
 	releaseImageID, err := s.api.AddImageToRelease(ctx, token, img.ID, releaseID)
 	if err != nil {
 		return openbalena.Image{}, err
@@ -101,7 +104,7 @@ func (s *Server) createImage(ctx context.Context, token string, fleetID, release
 // abortRelease marks the images created so far and the release failed. It
 // outlives ctx: a caller that went away must not leave rows running.
 func (s *Server) abortRelease(ctx context.Context, token string, releaseID int64, images []int64, cause error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	ctx, cancel := detach(ctx)
 	defer cancel()
 	now := s.now()
 	msg := truncateHead(scrub("release creation failed: "+cause.Error(), token, s.cfg.BuilderToken), maxErrorMessage)

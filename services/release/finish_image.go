@@ -42,6 +42,8 @@ func (s *Server) FinishImage(ctx context.Context, req *releasev1.FinishImageRequ
 		p.ErrorMessage = scrub(req.GetErrorMessage(), token, s.cfg.BuilderToken)
 	}
 	p = fitImagePatch(p, s.cfg.MaxLogBytes)
+	ctx, cancel := detach(ctx) // an image's outcome is recorded even if the caller leaves
+	defer cancel()
 	if err := s.api.PatchImage(ctx, token, req.GetImageId(), p); err != nil {
 		return nil, s.grpcError(ctx, "finish image", err, token)
 	}

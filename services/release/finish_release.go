@@ -26,6 +26,8 @@ func (s *Server) FinishRelease(ctx context.Context, req *releasev1.FinishRelease
 	if !ok {
 		return nil, invalid("status must be success, failed or cancelled")
 	}
+	ctx, cancel := detach(ctx) // a release's outcome is recorded even if the caller leaves
+	defer cancel()
 	rel, err := s.api.GetRelease(ctx, token, id)
 	if err != nil {
 		return nil, s.grpcError(ctx, "finish release", err, token)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -303,6 +304,45 @@ func TestCreateReleaseCallerGoneLeavesNothingRunning(t *testing.T) {
 		}
 	}
 	for _, img := range h.api.Images() {
+		if img.Status != "failed" {
+			t.Errorf("image %d is %q", img.ID, img.Status)
+		}
+	}
+}
+
+// TestCreateReleaseSiblingFailureMidPOST: one service fails while another's
+// POST /v7/image is in flight; that image is created all the same, so it
+// must be learnt and marked failed too.
+func TestCreateReleaseSiblingFailureMidPOST(t *testing.T) {
+	failed := make(chan struct{})
+	var imagePosts, labelPosts atomic.Int32
+	h := newHarness(t, "genericx86-64-ext", func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case r.Method == http.MethodPost && r.URL.Path == "/v7/image" && imagePosts.Add(1) == 1:
+				<-failed // held until the sibling has failed
+			case r.Method == http.MethodPost && r.URL.Path == "/v7/image_label" && labelPosts.Add(1) == 1:
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprint(w, `"injected failure"`)
+				close(failed)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	_, err := h.srv.CreateRelease(context.Background(), &releasev1.CreateReleaseRequest{
+		UserToken: h.key, FleetId: h.fleet.ID,
+		Services: []*releasev1.ServiceImage{
+			{Service: "one", Labels: map[string]string{"a": "1"}},
+			{Service: "two", Labels: map[string]string{"a": "1"}},
+		},
+	})
+	wantCode(t, err, codes.InvalidArgument, "injected failure")
+	images := h.api.Images()
+	if len(images) != 2 {
+		t.Fatalf("%d images, want both POSTs to have landed", len(images))
+	}
+	for _, img := range images {
 		if img.Status != "failed" {
 			t.Errorf("image %d is %q", img.ID, img.Status)
 		}

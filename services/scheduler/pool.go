@@ -22,7 +22,25 @@ type host struct {
 	lastSeen time.Time
 }
 
-func (h *host) healthy(now time.Time) bool { return now.Sub(h.lastSeen) < heartbeatTimeout }
+func (h *host) healthy(now time.Time) bool {
+	return h.info.GetHealthy() && now.Sub(h.lastSeen) < heartbeatTimeout
+}
+
+// problem says why an unhealthy host is out of the pool.
+func (h *host) problem(now time.Time) string {
+	if now.Sub(h.lastSeen) >= heartbeatTimeout {
+		return fmt.Sprintf("its executor (%s) has not reported since %s", h.info.GetExecutorAddress(), h.lastSeen.Format(time.RFC3339))
+	}
+	return firstLine(h.info.GetHealthMessage(), "unhealthy")
+}
+
+func firstLine(s, def string) string {
+	if s == "" {
+		return def
+	}
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
 
 // placement is where a job goes.
 type placement struct {
@@ -58,6 +76,16 @@ func (p *pool) register(hs []*schedulerv1.Host) {
 	}
 }
 
+// errUnreachable means every host of the architecture is unhealthy.
+type errUnreachable struct {
+	arch     string
+	problems []string
+}
+
+func (e errUnreachable) Error() string {
+	return fmt.Sprintf("no reachable Docker host builds %s: %s", e.arch, strings.Join(e.problems, "; "))
+}
+
 // errNoHost means no host can ever build the architecture.
 type errNoHost struct{ arch string }
 
@@ -81,21 +109,31 @@ func (p *pool) place(arch string, wantEmulated bool, affinityKey string) (placem
 		emulated bool
 	}
 	var cands []cand
-	exists := false
-	for _, h := range p.hosts {
+	var problems []string
+	exists, draining := false, false
+	for _, name := range p.namesLocked() {
+		h := p.hosts[name]
 		native := slices.Contains(h.info.GetNativeArchs(), arch)
 		emul := slices.Contains(h.info.GetEmulatedArchs(), arch)
 		if !native && !emul {
 			continue
 		}
 		exists = true
-		if h.draining || !h.healthy(now) {
-			continue
+		switch {
+		case !h.healthy(now):
+			problems = append(problems, name+": "+h.problem(now))
+		case h.draining:
+			draining = true
+		default:
+			cands = append(cands, cand{h: h, emulated: !native})
 		}
-		cands = append(cands, cand{h: h, emulated: !native})
 	}
 	if !exists {
 		return placement{}, false, errNoHost{arch: arch}
+	}
+	if len(cands) == 0 && !draining {
+		// Waiting would only end at the build timeout: say what is wrong now.
+		return placement{}, false, errUnreachable{arch: arch, problems: problems}
 	}
 	last := p.affinity[affinityKey]
 	sort.Slice(cands, func(i, j int) bool {

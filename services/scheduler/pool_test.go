@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ func testPool(hosts ...*schedulerv1.Host) *pool {
 }
 
 func h(name string, native, emulated []string, slots int32) *schedulerv1.Host {
-	return &schedulerv1.Host{Name: name, ExecutorAddress: "exec", NativeArchs: native, EmulatedArchs: emulated, MaxConcurrent: slots}
+	return &schedulerv1.Host{Name: name, ExecutorAddress: "exec", NativeArchs: native, EmulatedArchs: emulated, MaxConcurrent: slots, Healthy: true}
 }
 
 var (
@@ -95,10 +96,35 @@ func TestPlaceSkipsStaleHosts(t *testing.T) {
 	p := newPool(func() time.Time { return now })
 	p.register([]*schedulerv1.Host{h("a", amd, nil, 1)})
 	now = now.Add(2 * heartbeatTimeout)
-	if _, ok, err := p.place("amd64", false, "k"); ok || err != nil {
-		t.Fatalf("stale host used: ok=%v err=%v", ok, err)
+	_, ok, err := p.place("amd64", false, "k")
+	var ur errUnreachable
+	if ok || !errors.As(err, &ur) || !strings.Contains(err.Error(), "has not reported") {
+		t.Fatalf("stale host: ok=%v err=%v, want errUnreachable", ok, err)
 	}
 	if v := p.list()[0]; v.Healthy {
 		t.Error("stale host listed healthy")
+	}
+}
+
+func TestPlaceUnhealthyHosts(t *testing.T) {
+	sick := h("arm", arm, nil, 1)
+	sick.Healthy, sick.HealthMessage = false, "Cannot connect to the Docker daemon at tcp://10.0.0.2:2375\nmore"
+	p := testPool(h("amd", amd, arm, 1), sick)
+	// The healthy emulating host takes the job.
+	if got, ok, err := p.place("aarch64", false, "k"); !ok || err != nil || got.host != "amd" || !got.emulated {
+		t.Fatalf("placed %+v ok=%v err=%v, want emulated on amd", got, ok, err)
+	}
+	p.release("amd", "k", true)
+	// With no healthy host left, the error names the host and its problem.
+	p.register([]*schedulerv1.Host{func() *schedulerv1.Host { x := h("amd", amd, arm, 1); x.Healthy = false; x.HealthMessage = "dead"; return x }()})
+	_, _, err := p.place("aarch64", false, "k")
+	if err == nil || !strings.Contains(err.Error(), "arm: Cannot connect to the Docker daemon at tcp://10.0.0.2:2375") || strings.Contains(err.Error(), "more") || !strings.Contains(err.Error(), "amd: dead") {
+		t.Fatalf("err = %v", err)
+	}
+	// A draining host is a reason to wait, not to fail.
+	p.register([]*schedulerv1.Host{h("amd", amd, arm, 1)})
+	p.setDraining("amd", true)
+	if _, ok, err := p.place("aarch64", false, "k"); ok || err != nil {
+		t.Fatalf("with only a draining host: ok=%v err=%v, want wait", ok, err)
 	}
 }

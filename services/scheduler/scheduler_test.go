@@ -79,7 +79,7 @@ func newRig(t *testing.T, run func(context.Context, *executorv1.RunJobRequest, f
 	cc := serve(func(s *grpc.Server) { schedulerv1.RegisterSchedulerServiceServer(s, sched) })
 	r := &rig{client: schedulerv1.NewSchedulerServiceClient(cc), exec: fe}
 	_, err := r.client.RegisterHosts(context.Background(), &schedulerv1.RegisterHostsRequest{Hosts: []*schedulerv1.Host{
-		{Name: "amd", NativeArchs: []string{"amd64"}, EmulatedArchs: []string{"aarch64"}, MaxConcurrent: 4, ExecutorAddress: "fake"},
+		{Name: "amd", NativeArchs: []string{"amd64"}, EmulatedArchs: []string{"aarch64"}, MaxConcurrent: 4, ExecutorAddress: "fake", Healthy: true},
 	}})
 	if err != nil {
 		t.Fatal(err)

@@ -302,10 +302,14 @@ type Host struct {
 	// Address of the executor that owns it.
 	ExecutorAddress string `protobuf:"bytes,6,opt,name=executor_address,json=executorAddress,proto3" json:"executor_address,omitempty"`
 	// Filled by the scheduler.
-	Running       int32                  `protobuf:"varint,7,opt,name=running,proto3" json:"running,omitempty"`
-	Draining      bool                   `protobuf:"varint,8,opt,name=draining,proto3" json:"draining,omitempty"`
-	Healthy       bool                   `protobuf:"varint,9,opt,name=healthy,proto3" json:"healthy,omitempty"`
-	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	Running  int32 `protobuf:"varint,7,opt,name=running,proto3" json:"running,omitempty"`
+	Draining bool  `protobuf:"varint,8,opt,name=draining,proto3" json:"draining,omitempty"`
+	// Reported by the executor (the plugin's health check) and, in answers,
+	// also false when the executor stopped heartbeating.
+	Healthy  bool                   `protobuf:"varint,9,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// Why the host is unhealthy, in words an operator can act on.
+	HealthMessage string `protobuf:"bytes,11,opt,name=health_message,json=healthMessage,proto3" json:"health_message,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -408,6 +412,13 @@ func (x *Host) GetLastSeen() *timestamppb.Timestamp {
 		return x.LastSeen
 	}
 	return nil
+}
+
+func (x *Host) GetHealthMessage() string {
+	if x != nil {
+		return x.HealthMessage
+	}
+	return ""
 }
 
 type ListHostsRequest struct {
@@ -762,7 +773,7 @@ const file_builder_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"\x12CancelBuildRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x15\n" +
-	"\x13CancelBuildResponse\"\xd7\x02\n" +
+	"\x13CancelBuildResponse\"\xfe\x02\n" +
 	"\x04Host\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06plugin\x18\x02 \x01(\tR\x06plugin\x12!\n" +
@@ -774,7 +785,8 @@ const file_builder_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"\bdraining\x18\b \x01(\bR\bdraining\x12\x18\n" +
 	"\ahealthy\x18\t \x01(\bR\ahealthy\x127\n" +
 	"\tlast_seen\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\x12\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12%\n" +
+	"\x0ehealth_message\x18\v \x01(\tR\rhealthMessage\"\x12\n" +
 	"\x10ListHostsRequest\"E\n" +
 	"\x11ListHostsResponse\x120\n" +
 	"\x05hosts\x18\x01 \x03(\v2\x1a.builder.scheduler.v1.HostR\x05hosts\"&\n" +
