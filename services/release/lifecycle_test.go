@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -320,7 +321,13 @@ func TestCreateReleaseSiblingFailureMidPOST(t *testing.T) {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			switch {
 			case r.Method == http.MethodPost && r.URL.Path == "/v7/image" && imagePosts.Add(1) == 1:
-				<-failed // held until the sibling has failed
+				// Held until the sibling has failed and this caller gave up
+				// (or, when it does not give up, a moment after).
+				<-failed
+				select {
+				case <-r.Context().Done():
+				case <-time.After(200 * time.Millisecond):
+				}
 			case r.Method == http.MethodPost && r.URL.Path == "/v7/image_label" && labelPosts.Add(1) == 1:
 				w.WriteHeader(http.StatusBadRequest)
 				fmt.Fprint(w, `"injected failure"`)
