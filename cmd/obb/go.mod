@@ -10,6 +10,7 @@ require (
 	github.com/open-balena-builder/builder/services/ingest v0.0.0
 	github.com/open-balena-builder/builder/services/release v0.0.0
 	github.com/open-balena-builder/builder/services/scheduler v0.0.0
+	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.72.0
 	google.golang.org/grpc v1.85.0
 )
 
@@ -17,6 +18,7 @@ require (
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/fatih/color v1.13.0 // indirect
+	github.com/felixge/httpsnoop v1.1.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
@@ -56,3 +58,5 @@ replace (
 	github.com/open-balena-builder/builder/services/release => ../../services/release
 	github.com/open-balena-builder/builder/services/scheduler => ../../services/scheduler
 )
+
+replace github.com/open-balena-builder/builder/tests => ../../tests

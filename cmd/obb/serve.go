@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -74,16 +75,21 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 	}()
 	peers := &clients{conns: map[string]*grpc.ClientConn{}}
 	defer peers.close()
-	dial := func(addr string) *grpc.ClientConn {
-		cc, err := peers.conn(addr)
-		if err != nil {
-			panic(err) // grpc.NewClient fails only on a malformed target, checked at config load
-		}
-		return cc
+	releaseConn, err := peers.conn(cfg.Listen.Release)
+	if err != nil {
+		return err
 	}
-	releaseClient := releasev1.NewReleaseServiceClient(dial(cfg.Listen.Release))
-	schedulerClient := schedulerv1.NewSchedulerServiceClient(dial(cfg.Listen.Scheduler))
-	ingestClient := ingestv1.NewIngestServiceClient(dial(cfg.Listen.Ingest))
+	schedulerConn, err := peers.conn(cfg.Listen.Scheduler)
+	if err != nil {
+		return err
+	}
+	ingestConn, err := peers.conn(cfg.Listen.Ingest)
+	if err != nil {
+		return err
+	}
+	releaseClient := releasev1.NewReleaseServiceClient(releaseConn)
+	schedulerClient := schedulerv1.NewSchedulerServiceClient(schedulerConn)
+	ingestClient := ingestv1.NewIngestServiceClient(ingestConn)
 
 	var (
 		wg      sync.WaitGroup
@@ -202,7 +208,7 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 		if err != nil {
 			return fail(fmt.Errorf("http: listen %s: %w", cfg.Listen.HTTP, err))
 		}
-		httpSrv = &http.Server{Handler: withHealth(mux), ReadHeaderTimeout: 30 * time.Second}
+		httpSrv = &http.Server{Handler: otelhttp.NewHandler(withHealth(mux), "http"), ReadHeaderTimeout: 30 * time.Second}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

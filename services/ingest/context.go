@@ -35,7 +35,7 @@ func (s *Server) OpenContext(req *ingestv1.OpenContextRequest, stream grpc.Serve
 		}
 	}
 	if svc == nil {
-		return status.Error(codes.NotFound, notFound(b, req.GetService()).Error())
+		return status.Errorf(codes.NotFound, "build %s has no service %q", b.id, req.GetService())
 	}
 	w := &chunkWriter{send: func(p []byte) error {
 		return stream.Send(&ingestv1.OpenContextResponse{Chunk: p})

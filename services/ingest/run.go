@@ -2,8 +2,6 @@ package ingest
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -241,10 +239,4 @@ func (s *Server) retire(id string) {
 		delete(s.builds, s.finished[0])
 		s.finished = s.finished[1:]
 	}
-}
-
-var errNoService = errors.New("no such service in this build")
-
-func notFound(b *build, service string) error {
-	return fmt.Errorf("build %s: %w: %q", b.id, errNoService, service)
 }

@@ -27,7 +27,6 @@ func (s *Server) CreateRelease(ctx context.Context, req *releasev1.CreateRelease
 	// The POSTs of running rows are not cut short: a row created by a POST
 	// whose answer was abandoned would stay running for ever.
 	postCtx, cancel := detach(ctx)
-	defer cancel()
 	rel, err := s.api.CreateRelease(postCtx, token, openbalena.NewRelease{
 		FleetID:     req.GetFleetId(),
 		Composition: structMap(req.GetComposition()),
@@ -35,10 +34,10 @@ func (s *Server) CreateRelease(ctx context.Context, req *releasev1.CreateRelease
 		Contract:    structMap(req.GetContract()),
 		Semver:      req.GetSemver(),
 	})
+	cancel()
 	if err != nil {
 		return nil, s.grpcError(ctx, "create release", err, token)
 	}
-	log := s.log.With("release", rel.ID, "fleet", req.GetFleetId())
 
 	services := req.GetServices()
 	images := make([]*releasev1.CreatedImage, len(services))
@@ -63,7 +62,8 @@ func (s *Server) CreateRelease(ctx context.Context, req *releasev1.CreateRelease
 		s.abortRelease(ctx, token, rel.ID, created, err)
 		return nil, s.grpcError(ctx, "create release", err, token)
 	}
-	log.InfoContext(ctx, "release created", "commit", rel.Commit, "images", len(images), "draft", req.GetIsDraft())
+	s.log.InfoContext(ctx, "release created", "release", rel.ID, "fleet", req.GetFleetId(), "commit", rel.Commit,
+		"images", len(images), "draft", req.GetIsDraft())
 	return &releasev1.CreateReleaseResponse{ReleaseId: rel.ID, Commit: rel.Commit, Images: images}, nil
 }
 

@@ -1,8 +1,10 @@
 package release
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -321,8 +323,11 @@ func TestCreateReleaseSiblingFailureMidPOST(t *testing.T) {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			switch {
 			case r.Method == http.MethodPost && r.URL.Path == "/v7/image" && imagePosts.Add(1) == 1:
-				// Held until the sibling has failed and this caller gave up
-				// (or, when it does not give up, a moment after).
+				// The API has the request, then is slow: it answers only once the
+				// sibling has failed and this caller gave up (or, when it does
+				// not give up, a moment after).
+				body, _ := io.ReadAll(r.Body)
+				r.Body = io.NopCloser(bytes.NewReader(body))
 				<-failed
 				select {
 				case <-r.Context().Done():
