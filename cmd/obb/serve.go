@@ -130,7 +130,11 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 
 	if services["release"] {
 		api := openbalena.New(cfg.APIURL, &http.Client{Timeout: 2 * time.Minute}, logger.With("service", "release"))
-		srv := release.New(release.Config{APIURL: cfg.APIURL, BuilderToken: cfg.BuilderToken, RegistryHost: cfg.RegistryHost}, api, logger.With("service", "release"))
+		rcfg := release.Config{APIURL: cfg.APIURL, BuilderToken: cfg.BuilderToken, RegistryHost: cfg.RegistryHost}
+		if err := rcfg.Validate(); err != nil {
+			return fail(fmt.Errorf("release: %w", err))
+		}
+		srv := release.New(rcfg, api, logger.With("service", "release"))
 		if err := start("release", cfg.Listen.Release, func(s *grpc.Server) { releasev1.RegisterReleaseServiceServer(s, srv) }); err != nil {
 			return fail(err)
 		}

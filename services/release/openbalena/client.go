@@ -76,36 +76,25 @@ func New(baseURL string, httpClient *http.Client, logger *slog.Logger, opts ...O
 
 // credentials authenticate one request.
 type credentials struct {
-	bearer         string // user token
-	basicUser      string
-	basicPassword  string // builder token
-	secretsToScrub []string
+	authorization string   // the Authorization header value
+	secrets       []string // scrubbed from every error and log line
 }
 
+// bearer is the user's token.
 func bearer(token string) credentials {
-	return credentials{bearer: token, secretsToScrub: []string{token}}
+	return credentials{authorization: "Bearer " + token, secrets: []string{token}}
 }
 
 // basic is HTTP Basic auth; the password is scrubbed raw and as the
 // base64 header value an API might echo.
 func basic(user, password string) credentials {
 	encoded := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
-	return credentials{basicUser: user, basicPassword: password, secretsToScrub: []string{password, encoded}}
-}
-
-func (cr credentials) apply(h http.Header) {
-	switch {
-	case cr.bearer != "":
-		h.Set("Authorization", "Bearer "+cr.bearer)
-	case cr.basicPassword != "":
-		r := http.Request{Header: h}
-		r.SetBasicAuth(cr.basicUser, cr.basicPassword)
-	}
+	return credentials{authorization: "Basic " + encoded, secrets: []string{password, encoded}}
 }
 
 // scrub removes the secrets from s: nothing the API echoes can leak them.
 func (cr credentials) scrub(s string) string {
-	for _, secret := range cr.secretsToScrub {
+	for _, secret := range cr.secrets {
 		if secret != "" {
 			s = strings.ReplaceAll(s, secret, "[redacted]")
 		}
@@ -161,7 +150,7 @@ func (c *Client) once(ctx context.Context, cl call, target string, payload []byt
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	cl.creds.apply(req.Header)
+	req.Header.Set("Authorization", cl.creds.authorization)
 
 	start := time.Now()
 	resp, err := c.http.Do(req)
