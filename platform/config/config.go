@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -84,6 +85,11 @@ type Host struct {
 	TLSKey        string   `yaml:"tls_key"`
 	// BuildKit overrides DOCKER_BUILDKIT for this host.
 	BuildKit *bool `yaml:"buildkit"`
+	// NetworkMode is the network of RUN steps: "" (the daemon's default),
+	// "none", "host", "default" or a network name. OBB_BUILD_NETWORK sets it
+	// for the DOCKER_HOST_* hosts. A daemon without a bridge network (dockerd
+	// --bridge=none) needs "none" or "host" for BuildKit builds.
+	NetworkMode string `yaml:"network_mode"`
 	// AllowPlaintext accepts tcp:// without TLS (port 2375) for this host.
 	AllowPlaintext bool `yaml:"allow_plaintext"`
 }
@@ -189,7 +195,8 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		if v == "" {
 			continue
 		}
-		h := Host{Name: e.name, Plugin: "docker-tcp", Endpoint: v, MaxConcurrent: 2, AllowPlaintext: true}
+		h := Host{Name: e.name, Plugin: "docker-tcp", Endpoint: v, MaxConcurrent: 2, AllowPlaintext: true,
+			NetworkMode: getenv("OBB_BUILD_NETWORK")}
 		if e.name == "amd64" {
 			h.NativeArchs, h.EmulatedArchs = amd64Native, arm64Native
 		} else {
@@ -275,11 +282,27 @@ func (c Config) Validate() error {
 		if h.MaxConcurrent < 0 {
 			errs = append(errs, fmt.Errorf("%s.max_concurrent: must be positive", field))
 		}
+		if !ValidNetworkMode(h.NetworkMode) {
+			errs = append(errs, fmt.Errorf("%s.network_mode (OBB_BUILD_NETWORK): %q: use none, host, default or a network name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)", field, h.NetworkMode))
+		}
 	}
 	if c.Limits.BuildTimeout <= 0 {
 		errs = append(errs, errors.New("limits.build_timeout: must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// networkNameRE is what Docker accepts as a network name.
+var networkNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// ValidNetworkMode tells whether m is a network mode for RUN steps: "" (the
+// daemon's default), "none", "host", "default" or a network name.
+func ValidNetworkMode(m string) bool {
+	switch m {
+	case "", "none", "host", "default":
+		return true
+	}
+	return networkNameRE.MatchString(m)
 }
 
 // Platform maps a CPU architecture slug to a Docker platform.

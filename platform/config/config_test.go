@@ -17,6 +17,7 @@ func TestLoadSeedVariables(t *testing.T) {
 		"DOCKER_BUILDKIT":          "0",
 		"TOKEN_AUTH_BUILDER_TOKEN": "builder-secret",
 		"DELTA_HOST":               "delta.example.com",
+		"OBB_BUILD_NETWORK":        "none",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -26,6 +27,11 @@ func TestLoadSeedVariables(t *testing.T) {
 	}
 	if len(c.Hosts) != 2 || c.Hosts[0].Name != "amd64" || c.Hosts[1].NativeArchs[0] != "aarch64" || c.BuildKit {
 		t.Errorf("hosts wrong: %+v", c.Hosts)
+	}
+	for _, h := range c.Hosts {
+		if h.NetworkMode != "none" {
+			t.Errorf("host %s network_mode %q, want none (OBB_BUILD_NETWORK)", h.Name, h.NetworkMode)
+		}
 	}
 }
 
@@ -40,6 +46,7 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"no builder token", map[string]string{"BALENA_TLD": "x.io", "DOCKER_HOST_AMD64": "unix:///x"}, "TOKEN_AUTH_BUILDER_TOKEN"},
 		{"bad buildkit", map[string]string{"BALENA_TLD": "x.io", "DOCKER_BUILDKIT": "maybe"}, "DOCKER_BUILDKIT"},
 		{"bad scheme", map[string]string{"BALENA_TLD": "x.io", "TOKEN_AUTH_BUILDER_TOKEN": "t", "DOCKER_HOST_AMD64": "http://x:2375"}, "hosts[0].endpoint"},
+		{"bad network", map[string]string{"BALENA_TLD": "x.io", "TOKEN_AUTH_BUILDER_TOKEN": "t", "DOCKER_HOST_AMD64": "unix:///x", "OBB_BUILD_NETWORK": "-bad net"}, "hosts[0].network_mode"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,6 +67,7 @@ hosts:
     endpoint: tcp://10.0.0.3:2376
     native_archs: [aarch64]
     max_concurrent: 4
+    network_mode: build-net_1.a
   - name: arm-2
     endpoint: tcp://10.0.0.4:2376
     native_archs: [aarch64]
@@ -68,11 +76,23 @@ hosts:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Hosts) != 2 || c.Hosts[0].MaxConcurrent != 4 || c.Hosts[1].MaxConcurrent != 2 || c.Hosts[1].Plugin != "docker-tcp" {
+	if len(c.Hosts) != 2 || c.Hosts[0].MaxConcurrent != 4 || c.Hosts[1].MaxConcurrent != 2 || c.Hosts[1].Plugin != "docker-tcp" ||
+		c.Hosts[0].NetworkMode != "build-net_1.a" || c.Hosts[1].NetworkMode != "" {
 		t.Errorf("hosts = %+v", c.Hosts)
 	}
 	os.WriteFile(p, []byte("hostz: []\n"), 0o600)
 	if _, err := Load(p, env(nil)); err == nil || !strings.Contains(err.Error(), "hostz") {
 		t.Errorf("unknown field not named: %v", err)
+	}
+}
+
+func TestValidNetworkMode(t *testing.T) {
+	for m, want := range map[string]bool{
+		"": true, "none": true, "host": true, "default": true, "bridge": true, "my-net_1.x": true, "0net": true,
+		"-net": false, ".net": false, "my net": false, "net/1": false, "net:x": false, "container:abc": false,
+	} {
+		if got := ValidNetworkMode(m); got != want {
+			t.Errorf("ValidNetworkMode(%q) = %v, want %v", m, got, want)
+		}
 	}
 }

@@ -127,7 +127,7 @@ func (s *Server) health(ctx context.Context, h config.Host) error {
 
 func hostConfig(h config.Host, buildkit bool) *pluginv1.HostConfig {
 	return &pluginv1.HostConfig{Name: h.Name, Endpoint: h.Endpoint, TlsCa: h.TLSCA, TlsCert: h.TLSCert, TlsKey: h.TLSKey,
-		Buildkit: h.UsesBuildKit(buildkit)}
+		Buildkit: h.UsesBuildKit(buildkit), NetworkMode: h.NetworkMode}
 }
 
 // RunJob runs one job and streams its events; the last is its final state.

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0
+	github.com/klauspost/compress v1.20.3
 	github.com/open-balena-builder/builder/platform v0.0.0
 	github.com/open-balena-builder/builder/proto v0.0.0
 	google.golang.org/grpc v1.85.0

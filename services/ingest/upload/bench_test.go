@@ -32,7 +32,8 @@ func benchUpload(b *testing.B, total, fileSize int) ([]byte, int64) {
 				body = append(body, " \n"[rng.IntN(2)])
 			}
 		}
-		ents = append(ents, fileMode(fmt.Sprintf("src/pkg%02d/file%05d.dat", i%37, i), string(body[:fileSize]), 0o644))
+		// In walk order, as balena-cli sends them: a directory at a time.
+		ents = append(ents, fileMode(fmt.Sprintf("src/pkg%03d/file%05d.dat", i/64, i), string(body[:fileSize]), 0o644))
 	}
 	t := tarball(b, ents...)
 	return gz(b, t), int64(len(t))
@@ -44,14 +45,12 @@ func BenchmarkExtract(b *testing.B) {
 		total, fileSize int
 	}{
 		{"64MiB-mixed", 64 << 20, 256 << 10},
-		{"16MiB-small-files", 16 << 20, 4 << 10},
+		{"16MiB-4KiB-files", 16 << 20, 4 << 10},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			upload, tarLen := benchUpload(b, bc.total, bc.fileSize)
 			base := b.TempDir()
 			b.SetBytes(tarLen) // throughput of the project, uncompressed
-			b.ReportMetric(float64(len(upload))/float64(tarLen), "ratio")
-			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				dir := filepath.Join(base, fmt.Sprint(i))
 				b.StopTimer()
@@ -66,6 +65,7 @@ func BenchmarkExtract(b *testing.B) {
 				os.RemoveAll(dir)
 				b.StartTimer()
 			}
+			b.ReportMetric(float64(len(upload))/float64(tarLen), "gz-ratio")
 		})
 	}
 }

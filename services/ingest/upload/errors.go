@@ -2,13 +2,14 @@ package upload
 
 import (
 	"archive/tar"
-	"compress/flate"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/gzip"
 )
 
 // Error is a bad upload: the user's fault, answered with HTTP 400 or
@@ -22,9 +23,12 @@ func rejectf(format string, args ...any) *Error {
 	return &Error{Msg: "upload rejected: " + fmt.Sprintf(format, args...)}
 }
 
+func errNotTar() *Error { return &Error{Msg: "upload is not a gzip-compressed tar archive"} }
+
+func errEmpty() *Error { return &Error{Msg: "upload is empty: no project files"} }
+
+// Returned by the limitReaders, and turned into an *Error by readErr.
 var (
-	errNotTar  = &Error{Msg: "upload is not a gzip-compressed tar archive"}
-	errEmpty   = &Error{Msg: "upload is empty: no project files"}
 	errTooBigC = errors.New("compressed limit crossed")
 	errTooBigU = errors.New("uncompressed limit crossed")
 )

@@ -3,13 +3,14 @@ package upload
 import (
 	"archive/tar"
 	"bufio"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 const (
@@ -80,7 +81,7 @@ func (x *extractor) run(r io.Reader) error {
 	magic, err := br.Peek(2)
 	switch {
 	case len(magic) == 0 && errors.Is(err, io.EOF):
-		return errEmpty
+		return errEmpty()
 	case err != nil && !errors.Is(err, io.EOF):
 		return x.readErr(err, false)
 	case len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b:
@@ -120,7 +121,7 @@ func (x *extractor) run(r io.Reader) error {
 		return err
 	}
 	if x.files == 0 {
-		return errEmpty
+		return errEmpty()
 	}
 	if err := x.checkLinks(); err != nil {
 		return err
@@ -164,7 +165,7 @@ func (x *extractor) readErr(err error, inEntry bool) error {
 		return x.tooBig()
 	}
 	if e := x.wire.err; e != nil && !errors.Is(e, io.EOF) && !errors.Is(e, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("upload: reading the request body: %w", e)
+		return fmt.Errorf("upload: reading the upload: %w", e)
 	}
 	if err := x.canceled(); err != nil {
 		return err
@@ -173,7 +174,7 @@ func (x *extractor) readErr(err error, inEntry bool) error {
 		// Nothing recognisable: not a tar at all, rather than a damaged one.
 		if errors.Is(err, tar.ErrHeader) ||
 			errors.Is(err, io.ErrUnexpectedEOF) && x.raw != nil && errors.Is(x.raw.err, io.EOF) {
-			return errNotTar
+			return errNotTar()
 		}
 	}
 	return corrupt(err, x.last, inEntry)

@@ -109,6 +109,15 @@ func paxHeader(records ...string) []byte {
 	return append(rawHeader("PaxHeaders/x", tar.TypeXHeader, int64(body.Len()), ""), pad([]byte(body.String()))...)
 }
 
+// sparse is a raw PAX (GNU 1.0) sparse file of realSize bytes, of which only
+// the first 512 are stored: a way to claim more than the stream holds.
+func sparse(name string, realSize int64) []byte {
+	b := paxHeader("GNU.sparse.major=1", "GNU.sparse.minor=0", "GNU.sparse.name="+name, fmt.Sprintf("GNU.sparse.realsize=%d", realSize))
+	b = append(b, rawHeader("GNUSparseFile.0/"+name, tar.TypeReg, 1024, "")...)
+	b = append(b, pad([]byte("1\n0\n512\n"))...)
+	return append(b, bytes.Repeat([]byte("s"), 512)...)
+}
+
 // rawHeader is a ustar header block with a valid checksum.
 func rawHeader(name string, typ byte, size int64, link string) []byte {
 	b := make([]byte, 512)

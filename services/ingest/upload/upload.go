@@ -72,8 +72,9 @@ type Stats struct {
 //
 // On failure Extract removes everything it wrote under dir (dir itself stays)
 // and returns an *Error for a bad upload, the context's error once ctx is
-// done (checked between entries and during copies), or a wrapped error for
-// I/O trouble on our side. Stats are returned in both cases.
+// done (checked between entries and during copies; a Read blocked in r is for
+// the caller to end, by closing r), or a wrapped error for I/O trouble on our
+// side, reading r included. Stats are returned in both cases.
 func Extract(ctx context.Context, r io.Reader, dir string, lim Limits) (Stats, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {

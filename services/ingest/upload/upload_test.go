@@ -254,6 +254,22 @@ func TestExtract(t *testing.T) {
 			wantErr: "upload rejected: the project is larger than the 4.9 KiB limit",
 		},
 		{
+			name:   "sparse file",
+			upload: tgz(t, raw(sparse("holes", 4096))),
+			want:   []string{"holes file 0644 " + strings.Repeat("s", 64) + "..."},
+		},
+		{
+			name:    "sparse file larger than the limit",
+			upload:  tgz(t, file("a", "1"), raw(sparse("huge", 1<<40))),
+			wantErr: "upload rejected: the project is larger than the 8 GiB limit",
+		},
+		{
+			name:    "sparse files together larger than the limit",
+			upload:  tgz(t, raw(sparse("one", 600<<10)), raw(sparse("two", 600<<10))),
+			lim:     Limits{MaxUncompressedBytes: 1 << 20},
+			wantErr: "upload rejected: the project is larger than the 1 MiB limit",
+		},
+		{
 			name:    "compressed size",
 			upload:  tgz(t, file("random", string(random))),
 			lim:     Limits{MaxCompressedBytes: 256 << 10},

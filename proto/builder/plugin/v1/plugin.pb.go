@@ -31,8 +31,11 @@ type HostConfig struct {
 	TlsCa   string `protobuf:"bytes,3,opt,name=tls_ca,json=tlsCa,proto3" json:"tls_ca,omitempty"`
 	TlsCert string `protobuf:"bytes,4,opt,name=tls_cert,json=tlsCert,proto3" json:"tls_cert,omitempty"`
 	TlsKey  string `protobuf:"bytes,5,opt,name=tls_key,json=tlsKey,proto3" json:"tls_key,omitempty"`
-	// Use BuildKit (Docker's BuildKit session) instead of the classic builder.
-	Buildkit      bool `protobuf:"varint,6,opt,name=buildkit,proto3" json:"buildkit,omitempty"`
+	// Use BuildKit instead of the classic builder.
+	Buildkit bool `protobuf:"varint,6,opt,name=buildkit,proto3" json:"buildkit,omitempty"`
+	// Network for RUN steps: "" = the daemon's default, "none", "host", or a
+	// network name.
+	NetworkMode   string `protobuf:"bytes,7,opt,name=network_mode,json=networkMode,proto3" json:"network_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -107,6 +110,13 @@ func (x *HostConfig) GetBuildkit() bool {
 		return x.Buildkit
 	}
 	return false
+}
+
+func (x *HostConfig) GetNetworkMode() string {
+	if x != nil {
+		return x.NetworkMode
+	}
+	return ""
 }
 
 type InfoRequest struct {
@@ -903,7 +913,7 @@ var File_builder_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_builder_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebuilder/plugin/v1/plugin.proto\x12\x11builder.plugin.v1\"\xa3\x01\n" +
+	"\x1ebuilder/plugin/v1/plugin.proto\x12\x11builder.plugin.v1\"\xc6\x01\n" +
 	"\n" +
 	"HostConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
@@ -911,7 +921,8 @@ const file_builder_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x06tls_ca\x18\x03 \x01(\tR\x05tlsCa\x12\x19\n" +
 	"\btls_cert\x18\x04 \x01(\tR\atlsCert\x12\x17\n" +
 	"\atls_key\x18\x05 \x01(\tR\x06tlsKey\x12\x1a\n" +
-	"\bbuildkit\x18\x06 \x01(\bR\bbuildkit\"\r\n" +
+	"\bbuildkit\x18\x06 \x01(\bR\bbuildkit\x12!\n" +
+	"\fnetwork_mode\x18\a \x01(\tR\vnetworkMode\"\r\n" +
 	"\vInfoRequest\"_\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
