@@ -28,21 +28,23 @@ func (s *Server) summarize(b *build, final buildv1.BuildState, why string, took 
 		b.say(buildv1.Level_LEVEL_ERROR, "Not deploying release %s (id: %d).", b.commit, b.releaseID)
 	default:
 		b.say(buildv1.Level_LEVEL_ERROR, "Some services failed to build:")
-		failed := false
+		var failures []string
 		for _, svc := range b.plan.Services {
 			run := b.service(svc.Name)
 			b.mu.Lock()
 			failure := run.failure
 			b.mu.Unlock()
 			if failure != "" {
-				failed = true
+				failures = append(failures, svc.Name+": "+failure)
 				b.say(buildv1.Level_LEVEL_ERROR, "  %s: %s", svc.Name, failure)
 			}
 		}
-		if !failed {
-			b.say(buildv1.Level_LEVEL_ERROR, "  %s", firstNonEmpty(why, "unknown error"))
-		}
 		b.say(buildv1.Level_LEVEL_ERROR, "Not deploying release %s (id: %d).", b.commit, b.releaseID)
+		// The last line says which service failed and why.
+		if len(failures) == 0 {
+			failures = []string{firstNonEmpty(why, "unknown error")}
+		}
+		b.say(buildv1.Level_LEVEL_ERROR, "Build failed: %s", failures[0])
 	}
 }
 

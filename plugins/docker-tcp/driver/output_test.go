@@ -88,9 +88,9 @@ func TestProgressLines(t *testing.T) {
 	}{
 		{"The push refers to repository [127.0.0.1:5000/v2/abc]", false},
 		{"l1: Preparing", false},
-		{"l1: Pushing  1.2MB/3.4MB", false},
+		{"l1: Pushing  1.2MB/3.4MB", true},
 		{"l1: Pushing  3.4MB/3.4MB", true},
-		{"l1: Pushed", true},
+		{"l1: Pushed", false},
 		{"l2: Layer already exists", false},
 		{"latest: digest: sha256:1 size: 527", false},
 	}

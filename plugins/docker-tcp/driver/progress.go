@@ -10,12 +10,11 @@ import (
 )
 
 // progressLines turns status messages (push, base image pull) into log
-// lines: "<layer>: Pushing  1.2MB/3.4MB". A line replaces the previous one
-// when that was a progress line of the same layer, so a terminal shows one
-// line per layer that counts up and ends with "Pushed".
-type progressLines struct {
-	lastProgressID string // layer of the previous line if it was progress
-}
+// lines: "<layer>: Pushing  1.2MB/3.4MB". Progress lines are marked
+// replace, so a terminal shows them on one line that counts up, as
+// balenaCloud does; the final status of a layer ("Pushed") is an ordinary
+// line and stays.
+type progressLines struct{}
 
 func (p *progressLines) line(m *jsonmessage.JSONMessage) *pluginv1.Log {
 	text := m.Status
@@ -26,10 +25,5 @@ func (p *progressLines) line(m *jsonmessage.JSONMessage) *pluginv1.Log {
 	if isProgress {
 		text += fmt.Sprintf("  %s/%s", units.HumanSize(float64(m.Progress.Current)), units.HumanSize(float64(m.Progress.Total)))
 	}
-	l := &pluginv1.Log{Text: text, Replace: m.ID != "" && m.ID == p.lastProgressID}
-	p.lastProgressID = ""
-	if isProgress {
-		p.lastProgressID = m.ID
-	}
-	return l
+	return &pluginv1.Log{Text: text, Replace: isProgress}
 }

@@ -154,11 +154,14 @@ func streamBuild(w http.ResponseWriter, stream ingestv1.IngestService_BuildClien
 }
 
 // arrayWriter writes one JSON array element by element, flushing each.
+// After progress lines (replace) it erases the line before the next
+// ordinary one, as balenaCloud's builder does.
 type arrayWriter struct {
-	w     http.ResponseWriter
-	rc    *http.ResponseController
-	first bool
-	err   error
+	w           http.ResponseWriter
+	rc          *http.ResponseController
+	first       bool
+	lastReplace bool
+	err         error
 }
 
 func newArrayWriter(w http.ResponseWriter) *arrayWriter {
@@ -168,6 +171,12 @@ func newArrayWriter(w http.ResponseWriter) *arrayWriter {
 func (a *arrayWriter) write(m message) bool {
 	if a.err != nil {
 		return false
+	}
+	if m.Type == "" {
+		if a.lastReplace && !m.Replace && !a.write(cursorErase) {
+			return false
+		}
+		a.lastReplace = m.Replace
 	}
 	b, err := json.Marshal(m)
 	if err != nil {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -60,6 +61,28 @@ func TestArrayWriterStreamsOneJSONArray(t *testing.T) {
 	}
 	if len(got) != 3 || got[0]["resource"] != "buildLogId" || got[0]["value"] != float64(42) || got[2]["isError"] != true {
 		t.Errorf("array = %v", got)
+	}
+}
+
+func TestArrayWriterErasesAfterProgress(t *testing.T) {
+	rec := httptest.NewRecorder()
+	a := newArrayWriter(rec)
+	a.write(message{Message: "l1: Pushing 1/2", Replace: true})
+	a.write(message{Message: "l1: Pushing 2/2", Replace: true})
+	a.write(message{Message: "l1: Pushed"})
+	a.write(message{Message: "done"})
+	a.close()
+	var got []message
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, m := range got {
+		kinds = append(kinds, fmt.Sprintf("%s%v%v", m.Message, m.Replace, m.Value))
+	}
+	want := "l1: Pushing 1/2true<nil>,l1: Pushing 2/2true<nil>,falseerase,l1: Pushedfalse<nil>,donefalse<nil>"
+	if strings.Join(kinds, ",") != want {
+		t.Errorf("elements %s\nwant %s", strings.Join(kinds, ","), want)
 	}
 }
 
