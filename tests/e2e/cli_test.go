@@ -228,3 +228,30 @@ func releaseIDFrom(t *testing.T, out string) int64 {
 	id, _ := strconv.ParseInt(m[1], 10, 64)
 	return id
 }
+
+func TestCLIOverHTTPSWithAPrivateCA(t *testing.T) {
+	front, err := env.StartFront("obb-e2e.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer front.Stop()
+	f := newFixture(t, "genericx86-64-ext")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c, err := env.NewCLI(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	front.HTTPSEnv(c)
+	if res, err := c.Run(ctx, "login", "--token", f.token); err != nil || res.Code != 0 {
+		t.Fatalf("login over https: %v %+v", err, res)
+	}
+	res := balenaPush(t, c, f, project(t, map[string]string{"Dockerfile": archProject}))
+	out := plain(res.Stdout)
+	if res.Code != 0 || !strings.Contains(out, "machine: x86_64") {
+		t.Fatalf("push over https: exit %d\n%s\n%s", res.Code, out, res.Stderr)
+	}
+	if r := waitRelease(t, releaseIDFrom(t, out)); r.Status != "success" {
+		t.Errorf("release %q", r.Status)
+	}
+}
