@@ -283,6 +283,27 @@ func (s *Stack) waitReady(ctx context.Context) error {
 	return fmt.Errorf("obb not ready after 30s:\n%s", s.BuilderLogTail(40))
 }
 
+// BuilderPeakRSS is the builder process's peak resident memory (VmHWM), in
+// bytes; the executor plugins are separate processes, not counted.
+func (s *Stack) BuilderPeakRSS() (int64, error) {
+	return PeakRSS(s.builder.Process.Pid)
+}
+
+// PeakRSS reads VmHWM of a process from /proc.
+func PeakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM for pid %d", pid)
+}
+
 // BuilderLogTail returns the last n lines of the builder's log.
 func (s *Stack) BuilderLogTail(n int) string {
 	b, _ := os.ReadFile(filepath.Join(s.Root, "obb.log"))
