@@ -54,7 +54,7 @@ func plain(s string) string {
 func TestCLIPlainPush(t *testing.T) {
 	f := newFixture(t, "genericx86-64-ext")
 	c := cli(t, f)
-	res := balenaPush(t, c, f, project(t, map[string]string{"Dockerfile": archProject}))
+	res := balenaPush(t, c, f, project(t, map[string]string{"Dockerfile": archProject(f)}))
 	out := plain(res.Stdout)
 	if res.Code != 0 {
 		t.Fatalf("balena push exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, out, res.Stderr)
@@ -67,7 +67,7 @@ func releaseCount() int { return len(env.API.Releases()) }
 func TestCLIFlags(t *testing.T) {
 	t.Run("plain push updates the fleet target", func(t *testing.T) {
 		f := newFixture(t, "genericx86-64-ext")
-		res := balenaPush(t, cli(t, f), f, project(t, map[string]string{"Dockerfile": archProject}))
+		res := balenaPush(t, cli(t, f), f, project(t, map[string]string{"Dockerfile": archProject(f)}))
 		out := plain(res.Stdout)
 		if res.Code != 0 {
 			t.Fatalf("exit %d\n%s\n%s", res.Code, out, res.Stderr)
@@ -125,7 +125,7 @@ func TestCLIFlags(t *testing.T) {
 
 	t.Run("emulated goes to the emulating host", func(t *testing.T) {
 		f := newFixture(t, "raspberrypi4-64")
-		dockerfile := strings.Replace(archProject, "FROM busybox", "FROM "+harness.ArmBase, 1)
+		dockerfile := strings.Replace(archProject(f), "FROM busybox", "FROM "+harness.ArmBase, 1)
 		res := balenaPush(t, cli(t, f), f, project(t, map[string]string{"Dockerfile": dockerfile}), "--emulated")
 		out := plain(res.Stdout)
 		if res.Code != 0 || !strings.Contains(out, "[Info] Building on amd64") ||
@@ -246,7 +246,7 @@ func TestCLIOverHTTPSWithAPrivateCA(t *testing.T) {
 	if res, err := c.Run(ctx, "login", "--token", f.token); err != nil || res.Code != 0 {
 		t.Fatalf("login over https: %v %+v", err, res)
 	}
-	res := balenaPush(t, c, f, project(t, map[string]string{"Dockerfile": archProject}))
+	res := balenaPush(t, c, f, project(t, map[string]string{"Dockerfile": archProject(f)}))
 	out := plain(res.Stdout)
 	if res.Code != 0 || !strings.Contains(out, "machine: x86_64") {
 		t.Fatalf("push over https: exit %d\n%s\n%s", res.Code, out, res.Stderr)

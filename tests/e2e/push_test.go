@@ -15,13 +15,17 @@ import (
 	"github.com/open-balena-builder/builder/tests/harness"
 )
 
-const archProject = "FROM busybox\nRUN echo \"machine: $(uname -m)\"\nRUN echo built > /built.txt\n"
+// archProject prints the machine in a RUN step. Each fixture gets its own
+// (the fleet in the step), so no test sees another one's layer cache.
+func archProject(f fixture) string {
+	return "FROM busybox\nRUN echo \"machine: $(uname -m)\" # " + f.fleet.Slug + "\nRUN echo built > /built.txt\n"
+}
 
 var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 func TestPushAmd64BuildsPushesAndRecordsRelease(t *testing.T) {
 	f := newFixture(t, "genericx86-64-ext")
-	res := push(t, f, project(t, map[string]string{"Dockerfile": archProject}), harness.PushOptions{})
+	res := push(t, f, project(t, map[string]string{"Dockerfile": archProject(f)}), harness.PushOptions{})
 	text := res.Text()
 	if res.Status != 200 || res.IsError {
 		t.Fatalf("status %d, isError %v:\n%s%s", res.Status, res.IsError, res.Body, text)
@@ -104,7 +108,7 @@ func assertPullableByDigest(t *testing.T, location, digest string) {
 
 func TestPushAarch64BuildsOnTheArm64Host(t *testing.T) {
 	f := newFixture(t, "raspberrypi4-64")
-	res := push(t, f, project(t, map[string]string{"Dockerfile": archProject}), harness.PushOptions{})
+	res := push(t, f, project(t, map[string]string{"Dockerfile": archProject(f)}), harness.PushOptions{})
 	text := res.Text()
 	if res.IsError || !strings.Contains(text, "[Info] Building on arm64") || !strings.Contains(text, "machine: aarch64") {
 		t.Fatalf("aarch64 fleet not built natively on arm64:\n%s", text)
@@ -119,7 +123,7 @@ func TestPushAarch64BuildsOnTheArm64Host(t *testing.T) {
 
 func TestPushEmulatedGoesToTheEmulatingHost(t *testing.T) {
 	f := newFixture(t, "raspberrypi4-64")
-	dockerfile := strings.Replace(archProject, "FROM busybox", "FROM "+harness.ArmBase, 1)
+	dockerfile := strings.Replace(archProject(f), "FROM busybox", "FROM "+harness.ArmBase, 1)
 	res := push(t, f, project(t, map[string]string{"Dockerfile": dockerfile}), harness.PushOptions{Emulated: true})
 	text := res.Text()
 	if res.IsError || !strings.Contains(text, "[Info] Building on amd64") ||
@@ -301,7 +305,7 @@ func TestDrainedNativeHostFallsBackToEmulation(t *testing.T) {
 	defer hostAction("arm64", "resume")
 
 	f := newFixture(t, "raspberrypi4-64")
-	dockerfile := strings.Replace(archProject, "FROM busybox", "FROM "+harness.ArmBase, 1)
+	dockerfile := strings.Replace(archProject(f), "FROM busybox", "FROM "+harness.ArmBase, 1)
 	res := push(t, f, project(t, map[string]string{"Dockerfile": dockerfile}), harness.PushOptions{})
 	text := res.Text()
 	if res.IsError || !strings.Contains(text, "[Info] Building on amd64") ||
