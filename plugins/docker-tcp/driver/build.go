@@ -2,6 +2,8 @@ package driver
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -9,21 +11,20 @@ import (
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
 
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
 )
 
-// Build builds spec with the daemon's classic builder, pushes
-// <image_ref>:latest with the spec's registry token and returns the image id,
-// the manifest digest and the image size (from inspect). Cancelling ctx, or
-// Cancel(job id), stops the build and removes its containers.
+// Build builds spec with the daemon's classic builder, or with its BuildKit
+// when host.buildkit is set, pushes <image_ref>:latest with the spec's
+// registry token and returns the image id, the manifest digest and the image
+// size (from inspect). Cancelling ctx, or Cancel(job id), stops the build
+// (and removes the classic builder's containers).
 func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildContext io.Reader, logs sdk.LogSink) (*pluginv1.Result, error) {
 	if err := validateSpec(spec); err != nil {
 		return nil, err
-	}
-	if spec.GetHost().GetBuildkit() {
-		return nil, fmt.Errorf("job %s: BuildKit builds (host.buildkit) are not implemented in docker-tcp yet, only the classic builder: %w", spec.GetJobId(), sdk.ErrUnimplemented)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -66,8 +67,11 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 // build runs the classic builder and returns the image id. On failure or
 // cancellation it makes sure the build's containers are gone.
 func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, buildContext io.Reader, logs sdk.LogSink) (string, error) {
+	if spec.GetHost().GetBuildkit() {
+		return d.buildKit(ctx, c, spec, buildContext, logs)
+	}
 	out := &buildOutput{logs: logs}
-	err := runImageBuild(ctx, c, spec, buildContext, out)
+	err := runImageBuild(ctx, c, buildOptions(spec), buildContext, out.handle, out.flush)
 	if err == nil {
 		return out.image()
 	}
@@ -80,17 +84,57 @@ func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.Bui
 	return "", canceled(ctx, spec.GetJobId(), err)
 }
 
-// runImageBuild posts the build and follows its message stream.
-func runImageBuild(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, buildContext io.Reader, out *buildOutput) error {
-	resp, err := c.ImageBuild(ctx, buildContext, buildOptions(spec))
+// buildKit builds with the daemon's BuildKit (POST /build?version=2, the
+// context as the request body, no session) and returns the image id.
+// Cancelling ctx closes the request, which makes the daemon cancel the
+// solve; the build is also cancelled by its build id (POST /build/cancel),
+// in case the closed connection does not reach the daemon (a proxy in
+// between). BuildKit's steps are no containers of the daemon: there are
+// none to remove.
+func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, buildContext io.Reader, logs sdk.LogSink) (string, error) {
+	opts := buildOptions(spec)
+	opts.BuildID = buildID(spec.GetJobId())
+	cancelled := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(cancelled)
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer ccancel()
+		if err := c.BuildCancel(cctx, opts.BuildID); err != nil {
+			d.logger.Warn("cancel BuildKit build", "job", spec.GetJobId(), "build_id", opts.BuildID, "error", err)
+		}
+	})
+	out := newBuildKitOutput(logs)
+	err := runImageBuild(ctx, c, opts, buildContext, out.handle, out.flush)
+	if !stop() {
+		<-cancelled
+	}
+	if err != nil {
+		return "", canceled(ctx, spec.GetJobId(), err)
+	}
+	return out.image()
+}
+
+// buildID is the id a BuildKit build is known by on the daemon (for
+// POST /build/cancel): the job id and a random suffix, so that two builders
+// sharing a daemon cannot cancel each other's builds.
+func buildID(jobID string) string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return "obb-" + jobID + "-" + hex.EncodeToString(b)
+}
+
+// runImageBuild posts the build, follows its message stream with handle and
+// calls flush once it has ended.
+func runImageBuild(ctx context.Context, c *client.Client, opts build.ImageBuildOptions, buildContext io.Reader, handle func(*jsonmessage.JSONMessage) error, flush func() error) error {
+	resp, err := c.ImageBuild(ctx, buildContext, opts)
 	if err != nil {
 		return engineError("build", err)
 	}
 	defer resp.Body.Close()
-	if err := readMessages(resp.Body, out.handle); err != nil {
+	if err := readMessages(resp.Body, handle); err != nil {
 		return err
 	}
-	return out.flush()
+	return flush()
 }
 
 func buildOptions(spec *pluginv1.BuildSpec) build.ImageBuildOptions {
@@ -102,6 +146,10 @@ func buildOptions(spec *pluginv1.BuildSpec) build.ImageBuildOptions {
 	for k, v := range spec.GetBuildArgs() {
 		args[k] = &v
 	}
+	version := build.BuilderV1
+	if spec.GetHost().GetBuildkit() {
+		version = build.BuilderBuildKit
+	}
 	return build.ImageBuildOptions{
 		Dockerfile:  dockerfile,
 		Platform:    spec.GetPlatform(),
@@ -111,7 +159,8 @@ func buildOptions(spec *pluginv1.BuildSpec) build.ImageBuildOptions {
 		Tags:        []string{spec.GetImageRef() + ":latest"},
 		Remove:      true,
 		ForceRemove: true,
-		Version:     build.BuilderV1,
+		NetworkMode: spec.GetHost().GetNetworkMode(),
+		Version:     version,
 	}
 }
 

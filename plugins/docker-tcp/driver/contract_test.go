@@ -12,15 +12,27 @@ import (
 	"github.com/open-balena-builder/builder/plugins/docker-tcp/driver"
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
+	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
 )
 
 // TestContract runs the executor contract against a real dockerd and
-// registry three ways: the driver called directly, through the in-process
+// registry, once with the classic builder (the daemon's default network)
+// and once with BuildKit (network_mode none: the test daemon has no bridge),
+// each three ways: the driver called directly, through the in-process
 // go-plugin harness (the real gRPC boundary), and as a plugin process built
 // from main.go and started with sdk.Launch.
 func TestContract(t *testing.T) {
 	env := startStack(t)
+	bin := buildPlugin(t)
 
+	buildkit := env
+	buildkit.Host = &pluginv1.HostConfig{Name: env.Host.GetName(), Endpoint: env.Host.GetEndpoint(), Buildkit: true, NetworkMode: "none"}
+	t.Run("classic", func(t *testing.T) { runContract(t, env, bin) })
+	t.Run("buildkit", func(t *testing.T) { runContract(t, buildkit, bin) })
+	t.Run("NetworkMode", func(t *testing.T) { testNetworkMode(t, env) })
+}
+
+func runContract(t *testing.T, env sdktest.Env, bin string) {
 	t.Run("direct", func(t *testing.T) {
 		sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return driver.New(testLogger(t)) }, env)
 	})
@@ -28,7 +40,6 @@ func TestContract(t *testing.T) {
 		sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return sdktest.Serve(t, driver.New(testLogger(t))) }, env)
 	})
 	t.Run("process", func(t *testing.T) {
-		bin := buildPlugin(t)
 		sdktest.RunContract(t, func(t *testing.T) sdk.Executor {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()

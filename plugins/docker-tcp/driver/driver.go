@@ -1,6 +1,7 @@
 // Package driver is the docker-tcp executor plugin: it builds with the
 // classic builder of a remote Docker daemon (tcp:// with optional TLS, or
-// unix://) and pushes the result to the registry from that daemon.
+// unix://), or with the daemon's BuildKit when host.buildkit is set, and
+// pushes the result to the registry from that daemon.
 package driver
 
 import (

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/docker/docker/api/types/versions"
+
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
 )
 
@@ -20,23 +22,38 @@ func (d *Driver) Health(ctx context.Context, host *pluginv1.HostConfig) error {
 	return nil
 }
 
-// Capabilities reports the daemon's own platform and engine version.
-// BuildKit and secrets are reported false: this plugin builds with the
-// classic builder only (see Build).
+// buildKitMinAPI is the first Engine API version whose BuildKit builds work
+// without a session (Docker 18.09).
+const buildKitMinAPI = "1.39"
+
+// Capabilities reports the daemon's own platform and engine version, and
+// BuildKit when the daemon is a Linux one speaking API 1.39 or later.
+// Secrets are reported false: builds carry no BuildKit session.
 func (d *Driver) Capabilities(ctx context.Context, host *pluginv1.HostConfig) (*pluginv1.CapabilitiesResponse, error) {
 	c, err := newClient(host)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
+	ping, err := c.Ping(ctx)
+	if err != nil {
+		return nil, engineError(fmt.Sprintf("ping %s", host.GetEndpoint()), err)
+	}
 	info, err := c.Info(ctx)
 	if err != nil {
 		return nil, engineError(fmt.Sprintf("info %s", host.GetEndpoint()), err)
 	}
 	return &pluginv1.CapabilitiesResponse{
 		NativePlatforms: []string{platform(info.OSType, info.Architecture)},
+		Buildkit:        buildKitCapable(info.OSType, ping.APIVersion),
 		EngineVersion:   info.ServerVersion,
 	}, nil
+}
+
+// buildKitCapable tells whether a daemon of osType speaking apiVersion
+// builds with BuildKit.
+func buildKitCapable(osType, apiVersion string) bool {
+	return osType == "linux" && apiVersion != "" && versions.GreaterThanOrEqualTo(apiVersion, buildKitMinAPI)
 }
 
 // platform turns the daemon's uname-style OS and architecture into a Docker

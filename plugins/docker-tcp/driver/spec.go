@@ -2,6 +2,7 @@ package driver
 
 import (
 	"fmt"
+	"regexp"
 
 	"github.com/distribution/reference"
 
@@ -24,5 +25,18 @@ func validateSpec(spec *pluginv1.BuildSpec) error {
 	if !reference.IsNameOnly(named) {
 		return fmt.Errorf("job %s: image_ref %q must have no tag or digest (the tag is latest): %w", spec.GetJobId(), spec.GetImageRef(), sdk.ErrInvalidArgument)
 	}
+	if m := spec.GetHost().GetNetworkMode(); !validNetworkMode(m) {
+		return fmt.Errorf("job %s: host network_mode %q: use none, host, default or a network name: %w", spec.GetJobId(), m, sdk.ErrInvalidArgument)
+	}
 	return nil
+}
+
+// networkNameRE is what Docker accepts as a network name; "none", "host"
+// and "default" are names too.
+var networkNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// validNetworkMode tells whether m is a network mode for RUN steps: "" (the
+// daemon's default), "none", "host", "default" or a network name.
+func validNetworkMode(m string) bool {
+	return m == "" || networkNameRE.MatchString(m)
 }

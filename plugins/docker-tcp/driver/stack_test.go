@@ -81,7 +81,29 @@ func startStack(t *testing.T) sdktest.Env {
 		RegistryToken: func(t *testing.T, repo string) string {
 			return registryToken(t, apiSrv.URL, regAddr, builderToken, repo)
 		},
+		HostProcesses: localProcesses, // the private dockerd runs on this machine
 	}
+}
+
+// localProcesses returns the command lines (arguments joined by spaces) of
+// this machine's processes that contain marker.
+func localProcesses(t *testing.T, marker string) []string {
+	t.Helper()
+	paths, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // the process has ended
+		}
+		if cmd := strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " ")); strings.Contains(cmd, marker) {
+			out = append(out, cmd)
+		}
+	}
+	return out
 }
 
 // registryToken asks the stand-in for a pull/push token for repo, as the

@@ -14,8 +14,15 @@ import (
 
 // Env is what the contract suite needs from its caller: a real build host
 // and a registry that accepts token pushes.
+//
+// The suite runs for the builder Host asks for: with Host.Buildkit set, the
+// plugin must report BuildKit in Capabilities and build with it. BuildKit
+// runs RUN steps in no container of the daemon: the suite checks that its
+// RUN process stops with HostProcesses, when the caller can see the host's
+// processes, and otherwise only that Build returns Canceled promptly.
 type Env struct {
-	// Host is the build host handed to the plugin.
+	// Host is the build host handed to the plugin (its buildkit and
+	// network_mode apply to every build of the suite).
 	Host *pluginv1.HostConfig
 	// DockerHost reaches the same daemon for the suite's own checks
 	// (unix:///path or tcp://host:port).
@@ -30,6 +37,13 @@ type Env struct {
 	ImageRef func(t *testing.T) string
 	// RegistryToken returns a pull/push registry token for repo ("v2/<hash>").
 	RegistryToken func(t *testing.T, repo string) string
+	// HostProcesses, if set, returns the command lines of the processes on
+	// the build host that contain marker. The cancel tests then also check
+	// that the build's RUN process runs before the cancel and is gone
+	// after it. Set it whenever the caller can see the host's processes
+	// (a local daemon): for BuildKit builds it is the only check that the
+	// RUN really stopped.
+	HostProcesses func(t *testing.T, marker string) []string
 }
 
 // Timeouts of the suite. Builds are tiny; the margins are for slow CI hosts.
@@ -80,6 +94,9 @@ func testCapabilities(t *testing.T, exec sdk.Executor, env Env) {
 		if strings.Count(p, "/") < 1 {
 			t.Errorf("native platform %q is not os/arch[/variant]", p)
 		}
+	}
+	if env.Host.GetBuildkit() && !caps.GetBuildkit() {
+		t.Errorf("Capabilities = %v, want buildkit: the suite builds with host.buildkit on this host", caps)
 	}
 }
 

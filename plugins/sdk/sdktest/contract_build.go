@@ -35,9 +35,11 @@ func newSpec(t *testing.T, env Env, buildArgs map[string]string) *pluginv1.Build
 }
 
 func testBuild(t *testing.T, exec sdk.Executor, env Env) {
-	// The greeting is put together by the shell, so "hello-from-build" can
-	// only come from the RUN's output, not from an echo of the step.
-	dockerfile := fmt.Sprintf("FROM %s\nARG WHO\nRUN echo \"hello-from-$WHO\"\n", env.BaseImage)
+	// The greeting is put together by the shell from a shell variable and
+	// the build arg, so "hello-from-build" can only come from the RUN's
+	// output, not from an echo of the step (BuildKit prints steps with their
+	// build args expanded, but not the shell's own variables).
+	dockerfile := fmt.Sprintf("FROM %s\nARG WHO\nRUN x=hello; echo \"$x-from-$WHO\"\n", env.BaseImage)
 	spec := newSpec(t, env, map[string]string{"WHO": "build"})
 	spec.Nocache = true // the RUN must run, not come from the cache
 	rec := &LogRecorder{}

@@ -14,12 +14,15 @@ import (
 
 // testCancel starts a build that sleeps, waits until the sleep runs, stops it
 // (by cancelling ctx, or with Cancel(job id) when byJob) and checks that
-// Build returns promptly with a Canceled error and no container is left.
+// Build returns promptly with a Canceled error, no container is left and
+// (with env.HostProcesses) the sleep no longer runs.
 func testCancel(t *testing.T, exec sdk.Executor, env Env, byJob bool) {
-	// A unique sleep length marks this build's container; "started-<job>"
-	// is put together by the shell, so it is seen only once the RUN runs.
+	// A unique sleep length marks this build's container and processes;
+	// "started-<job>" is put together by the shell (from a shell variable,
+	// which BuildKit does not expand in the step's name), so it is seen only
+	// once the RUN runs.
 	sleep := fmt.Sprintf("sleep %d", 600+time.Now().UnixNano()%1000)
-	dockerfile := fmt.Sprintf("FROM %s\nARG JOB\nRUN echo \"started-$JOB\" && %s\n", env.BaseImage, sleep)
+	dockerfile := fmt.Sprintf("FROM %s\nARG JOB\nRUN s=started; echo \"$s-$JOB\" && %s\n", env.BaseImage, sleep)
 	spec := newSpec(t, env, nil)
 	spec.BuildArgs = map[string]string{"JOB": spec.GetJobId()}
 	spec.Nocache = true
@@ -45,8 +48,18 @@ func testCancel(t *testing.T, exec sdk.Executor, env Env, byJob bool) {
 	case <-time.After(buildTimeout):
 		t.Fatalf("the RUN did not start within %s; logs:\n%s", buildTimeout, rec)
 	}
-	if n := len(containersWith(t, env, sleep)); n == 0 {
-		t.Errorf("no container runs %q while the build sleeps", sleep)
+	if !env.Host.GetBuildkit() {
+		// The classic builder runs each RUN in a container of the daemon.
+		if n := len(containersWith(t, env, sleep)); n == 0 {
+			t.Errorf("no container runs %q while the build sleeps", sleep)
+		}
+	}
+	if env.HostProcesses != nil {
+		if !waitProcesses(t, env, sleep, true, cancelTimeout) {
+			t.Errorf("no process on the build host runs %q while the build sleeps", sleep)
+		}
+	} else if env.Host.GetBuildkit() {
+		t.Logf("env.HostProcesses is not set: not checking that the BuildKit RUN process stops")
 	}
 
 	t0 := time.Now()
@@ -69,5 +82,25 @@ func testCancel(t *testing.T, exec sdk.Executor, env Env, byJob bool) {
 	}
 	if left := containersWith(t, env, sleep); len(left) > 0 {
 		t.Errorf("containers left after the cancel: %+v", left)
+	}
+	if env.HostProcesses != nil && !waitProcesses(t, env, sleep, false, cancelTimeout) {
+		t.Errorf("%q still runs on the build host %s after the cancel: %q", sleep, cancelTimeout, env.HostProcesses(t, sleep))
+	}
+}
+
+// waitProcesses waits up to timeout until processes with marker run on the
+// build host (running) or none does (!running), and tells whether that
+// happened. Processes start and die a little after the logs say so.
+func waitProcesses(t *testing.T, env Env, marker string, running bool, timeout time.Duration) bool {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if (len(env.HostProcesses(t, marker)) > 0) == running {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
