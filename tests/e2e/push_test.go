@@ -110,7 +110,7 @@ func TestPushAarch64BuildsOnTheArm64Host(t *testing.T) {
 	f := newFixture(t, "raspberrypi4-64")
 	res := push(t, f, project(t, map[string]string{"Dockerfile": archProject(f)}), harness.PushOptions{})
 	text := res.Text()
-	if res.IsError || !strings.Contains(text, "[Info] Building on arm64") || !strings.Contains(text, "machine: aarch64") {
+	if res.IsError || !strings.Contains(text, "[Info] Building on arm64") || !strings.Contains(text, "machine: aarch64") || !strings.Contains(text, "DONE") {
 		t.Fatalf("aarch64 fleet not built natively on arm64:\n%s", text)
 	}
 	if strings.Contains(text, "emulat") {

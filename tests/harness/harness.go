@@ -228,11 +228,28 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
 		"OBB_DATA_DIR=" + s.DataDir,
 		"OBB_LOG_LEVEL=debug",
 	}
+	args := []string{"serve"}
 	if s.ARM64 != nil {
-		env = append(env, "DOCKER_HOST_ARM64="+s.ARM64.TCPHost())
+		// The amd64 host comes from the seed's variables (classic builder);
+		// the arm64 one from the YAML file, with BuildKit, as an operator
+		// with several kinds of hosts would write it.
+		conf := filepath.Join(s.Root, "obb.yaml")
+		yaml := fmt.Sprintf(`hosts:
+  - name: arm64
+    endpoint: %s
+    native_archs: [aarch64, armv7hf, rpi]
+    emulated_archs: [amd64, i386]
+    max_concurrent: 2
+    buildkit: true
+    network_mode: none
+`, s.ARM64.TCPHost())
+		if err := os.WriteFile(conf, []byte(yaml), 0o644); err != nil {
+			return err
+		}
+		args = append(args, "--config", conf)
 	}
 	env = append(env, o.Env...)
-	cmd := exec.Command(filepath.Join(s.Root, "bin", "obb"), "serve", "all")
+	cmd := exec.Command(filepath.Join(s.Root, "bin", "obb"), append(args, "all")...)
 	cmd.Env = env
 	logPath := filepath.Join(s.Root, "obb.log")
 	lf, err := os.Create(logPath)
