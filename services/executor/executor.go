@@ -158,8 +158,11 @@ func (s *Server) RunJob(req *executorv1.RunJobRequest, stream grpc.ServerStreami
 
 	result, err := s.build(ctx, h, job, func(l *pluginv1.Log) error {
 		level := buildv1.Level_LEVEL_OUTPUT
-		if l.GetError() {
+		switch {
+		case l.GetError():
 			level = buildv1.Level_LEVEL_ERROR
+		case l.GetInfo():
+			level = buildv1.Level_LEVEL_INFO
 		}
 		return send(&buildv1.Event{Kind: &buildv1.Event_Log{Log: &buildv1.LogLine{Text: l.GetText(), Level: level, Replace: l.GetReplace()}}})
 	})

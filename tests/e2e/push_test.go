@@ -38,6 +38,8 @@ func TestPushAmd64BuildsPushesAndRecordsRelease(t *testing.T) {
 		"[Info] Building on amd64",
 		"[main] Step 1/3 : FROM busybox",
 		"machine: x86_64",
+		"[Info] Uploading images",
+		"[Success] Successfully uploaded images",
 		"[Success] Release successfully created!",
 		fmt.Sprintf("(id: %d)", res.ReleaseID),
 		"Service", "Image Size", "Build Time",

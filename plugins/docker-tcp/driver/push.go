@@ -37,6 +37,9 @@ func push(ctx context.Context, c *client.Client, ref, token string, logs sdk.Log
 	if err != nil {
 		return "", err
 	}
+	if err := logs(&pluginv1.Log{Text: "Uploading images", Info: true}); err != nil {
+		return "", err
+	}
 	body, err := c.ImagePush(ctx, ref, image.PushOptions{RegistryAuth: auth})
 	if err != nil {
 		return "", engineError("push "+ref, err)

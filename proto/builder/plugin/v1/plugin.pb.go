@@ -630,7 +630,10 @@ type Log struct {
 	// Replaces the previous line (progress).
 	Replace bool `protobuf:"varint,2,opt,name=replace,proto3" json:"replace,omitempty"`
 	// The build step failed with this line.
-	Error         bool `protobuf:"varint,3,opt,name=error,proto3" json:"error,omitempty"`
+	Error bool `protobuf:"varint,3,opt,name=error,proto3" json:"error,omitempty"`
+	// A status line of the plugin's own ("Uploading images"), shown as
+	// [Info] rather than as build output.
+	Info          bool `protobuf:"varint,4,opt,name=info,proto3" json:"info,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -682,6 +685,13 @@ func (x *Log) GetReplace() bool {
 func (x *Log) GetError() bool {
 	if x != nil {
 		return x.Error
+	}
+	return false
+}
+
+func (x *Log) GetInfo() bool {
+	if x != nil {
+		return x.Info
 	}
 	return false
 }
@@ -962,11 +972,12 @@ const file_builder_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fBuildRequest\x122\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1c.builder.plugin.v1.BuildSpecH\x00R\x04spec\x12%\n" +
 	"\rcontext_chunk\x18\x02 \x01(\fH\x00R\fcontextChunkB\x05\n" +
-	"\x03msg\"I\n" +
+	"\x03msg\"]\n" +
 	"\x03Log\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x18\n" +
 	"\areplace\x18\x02 \x01(\bR\areplace\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\bR\x05error\"O\n" +
+	"\x05error\x18\x03 \x01(\bR\x05error\x12\x12\n" +
+	"\x04info\x18\x04 \x01(\bR\x04info\"O\n" +
 	"\x06Result\x12\x19\n" +
 	"\bimage_id\x18\x01 \x01(\tR\aimageId\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
