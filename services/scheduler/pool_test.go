@@ -116,7 +116,12 @@ func TestPlaceUnhealthyHosts(t *testing.T) {
 	}
 	p.release("amd", "k", true)
 	// With no healthy host left, the error names the host and its problem.
-	p.register([]*schedulerv1.Host{func() *schedulerv1.Host { x := h("amd", amd, arm, 1); x.Healthy = false; x.HealthMessage = "dead"; return x }()})
+	p.register([]*schedulerv1.Host{func() *schedulerv1.Host {
+		x := h("amd", amd, arm, 1)
+		x.Healthy = false
+		x.HealthMessage = "dead"
+		return x
+	}()})
 	_, _, err := p.place("aarch64", false, "k")
 	if err == nil || !strings.Contains(err.Error(), "arm: Cannot connect to the Docker daemon at tcp://10.0.0.2:2375") || strings.Contains(err.Error(), "more") || !strings.Contains(err.Error(), "amd: dead") {
 		t.Fatalf("err = %v", err)

@@ -6,8 +6,8 @@ package e2e
 import (
 	"compress/gzip"
 	"context"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
