@@ -47,7 +47,12 @@ type Job struct {
 	// Address (host:port) of the ContextService that holds the context.
 	ContextAddress string `protobuf:"bytes,12,opt,name=context_address,json=contextAddress,proto3" json:"context_address,omitempty"`
 	// Labels for the built image.
-	Labels        map[string]string `protobuf:"bytes,13,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,13,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Pull this image and push it instead of building (compose image:-only
+	// services).
+	PullImage string `protobuf:"bytes,14,opt,name=pull_image,json=pullImage,proto3" json:"pull_image,omitempty"`
+	// Dockerfile stage to build.
+	Target        string `protobuf:"bytes,15,opt,name=target,proto3" json:"target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -173,11 +178,25 @@ func (x *Job) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Job) GetPullImage() string {
+	if x != nil {
+		return x.PullImage
+	}
+	return ""
+}
+
+func (x *Job) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
 var File_builder_build_v1_job_proto protoreflect.FileDescriptor
 
 const file_builder_build_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x1abuilder/build/v1/job.proto\x12\x10builder.build.v1\"\xb6\x04\n" +
+	"\x1abuilder/build/v1/job.proto\x12\x10builder.build.v1\"\xed\x04\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\tR\abuildId\x12\x18\n" +
@@ -195,7 +214,10 @@ const file_builder_build_v1_job_proto_rawDesc = "" +
 	" \x03(\v2$.builder.build.v1.Job.BuildArgsEntryR\tbuildArgs\x12%\n" +
 	"\x0eimage_location\x18\v \x01(\tR\rimageLocation\x12'\n" +
 	"\x0fcontext_address\x18\f \x01(\tR\x0econtextAddress\x129\n" +
-	"\x06labels\x18\r \x03(\v2!.builder.build.v1.Job.LabelsEntryR\x06labels\x1a<\n" +
+	"\x06labels\x18\r \x03(\v2!.builder.build.v1.Job.LabelsEntryR\x06labels\x12\x1d\n" +
+	"\n" +
+	"pull_image\x18\x0e \x01(\tR\tpullImage\x12\x16\n" +
+	"\x06target\x18\x0f \x01(\tR\x06target\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +

@@ -982,6 +982,164 @@ func (x *OpenContextResponse) GetChunk() []byte {
 	return nil
 }
 
+type GetBuildSecretsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BuildId       string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBuildSecretsRequest) Reset() {
+	*x = GetBuildSecretsRequest{}
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBuildSecretsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBuildSecretsRequest) ProtoMessage() {}
+
+func (x *GetBuildSecretsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBuildSecretsRequest.ProtoReflect.Descriptor instead.
+func (*GetBuildSecretsRequest) Descriptor() ([]byte, []int) {
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetBuildSecretsRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+func (x *GetBuildSecretsRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+// BuildSecret is one file mounted at /run/secrets/<dest> during RUN.
+type BuildSecret struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dest          string                 `protobuf:"bytes,1,opt,name=dest,proto3" json:"dest,omitempty"`
+	Content       []byte                 `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildSecret) Reset() {
+	*x = BuildSecret{}
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildSecret) ProtoMessage() {}
+
+func (x *BuildSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildSecret.ProtoReflect.Descriptor instead.
+func (*BuildSecret) Descriptor() ([]byte, []int) {
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BuildSecret) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *BuildSecret) GetContent() []byte {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
+type GetBuildSecretsResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Secrets []*BuildSecret         `protobuf:"bytes,1,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// X-Registry-Config JSON for private base images ("" when none).
+	RegistryConfig string `protobuf:"bytes,2,opt,name=registry_config,json=registryConfig,proto3" json:"registry_config,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetBuildSecretsResponse) Reset() {
+	*x = GetBuildSecretsResponse{}
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBuildSecretsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBuildSecretsResponse) ProtoMessage() {}
+
+func (x *GetBuildSecretsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBuildSecretsResponse.ProtoReflect.Descriptor instead.
+func (*GetBuildSecretsResponse) Descriptor() ([]byte, []int) {
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetBuildSecretsResponse) GetSecrets() []*BuildSecret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *GetBuildSecretsResponse) GetRegistryConfig() string {
+	if x != nil {
+		return x.RegistryConfig
+	}
+	return ""
+}
+
 var File_builder_ingest_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_builder_ingest_v1_ingest_proto_rawDesc = "" +
@@ -1047,7 +1205,16 @@ const file_builder_ingest_v1_ingest_proto_rawDesc = "" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\"+\n" +
 	"\x13OpenContextResponse\x12\x14\n" +
-	"\x05chunk\x18\x01 \x01(\fR\x05chunk2\xcb\x04\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"M\n" +
+	"\x16GetBuildSecretsRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\";\n" +
+	"\vBuildSecret\x12\x12\n" +
+	"\x04dest\x18\x01 \x01(\tR\x04dest\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\fR\acontent\"|\n" +
+	"\x17GetBuildSecretsResponse\x128\n" +
+	"\asecrets\x18\x01 \x03(\v2\x1e.builder.ingest.v1.BuildSecretR\asecrets\x12'\n" +
+	"\x0fregistry_config\x18\x02 \x01(\tR\x0eregistryConfig2\xcb\x04\n" +
 	"\rIngestService\x12N\n" +
 	"\x05Build\x12\x1f.builder.ingest.v1.BuildRequest\x1a .builder.ingest.v1.BuildResponse(\x010\x01\x12r\n" +
 	"\bGetBuild\x12\".builder.ingest.v1.GetBuildRequest\x1a#.builder.ingest.v1.GetBuildResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/builds/{build_id}\x12m\n" +
@@ -1056,9 +1223,10 @@ const file_builder_ingest_v1_ingest_proto_rawDesc = "" +
 	"/v1/builds\x12\x7f\n" +
 	"\n" +
 	"WatchBuild\x12$.builder.ingest.v1.WatchBuildRequest\x1a%.builder.ingest.v1.WatchBuildResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/builds/{build_id}/logs0\x01\x12\x85\x01\n" +
-	"\vCancelBuild\x12%.builder.ingest.v1.CancelBuildRequest\x1a&.builder.ingest.v1.CancelBuildResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/builds/{build_id}:cancel2p\n" +
+	"\vCancelBuild\x12%.builder.ingest.v1.CancelBuildRequest\x1a&.builder.ingest.v1.CancelBuildResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/builds/{build_id}:cancel2\xda\x01\n" +
 	"\x0eContextService\x12^\n" +
-	"\vOpenContext\x12%.builder.ingest.v1.OpenContextRequest\x1a&.builder.ingest.v1.OpenContextResponse0\x01BIZGgithub.com/open-balena-builder/builder/proto/builder/ingest/v1;ingestv1b\x06proto3"
+	"\vOpenContext\x12%.builder.ingest.v1.OpenContextRequest\x1a&.builder.ingest.v1.OpenContextResponse0\x01\x12h\n" +
+	"\x0fGetBuildSecrets\x12).builder.ingest.v1.GetBuildSecretsRequest\x1a*.builder.ingest.v1.GetBuildSecretsResponseBIZGgithub.com/open-balena-builder/builder/proto/builder/ingest/v1;ingestv1b\x06proto3"
 
 var (
 	file_builder_ingest_v1_ingest_proto_rawDescOnce sync.Once
@@ -1072,57 +1240,63 @@ func file_builder_ingest_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_builder_ingest_v1_ingest_proto_rawDescData
 }
 
-var file_builder_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_builder_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_builder_ingest_v1_ingest_proto_goTypes = []any{
-	(*BuildSpec)(nil),             // 0: builder.ingest.v1.BuildSpec
-	(*BuildRequest)(nil),          // 1: builder.ingest.v1.BuildRequest
-	(*Accepted)(nil),              // 2: builder.ingest.v1.Accepted
-	(*Started)(nil),               // 3: builder.ingest.v1.Started
-	(*BuildResponse)(nil),         // 4: builder.ingest.v1.BuildResponse
-	(*Build)(nil),                 // 5: builder.ingest.v1.Build
-	(*GetBuildRequest)(nil),       // 6: builder.ingest.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),      // 7: builder.ingest.v1.GetBuildResponse
-	(*ListBuildsRequest)(nil),     // 8: builder.ingest.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),    // 9: builder.ingest.v1.ListBuildsResponse
-	(*WatchBuildRequest)(nil),     // 10: builder.ingest.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),    // 11: builder.ingest.v1.WatchBuildResponse
-	(*CancelBuildRequest)(nil),    // 12: builder.ingest.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),   // 13: builder.ingest.v1.CancelBuildResponse
-	(*OpenContextRequest)(nil),    // 14: builder.ingest.v1.OpenContextRequest
-	(*OpenContextResponse)(nil),   // 15: builder.ingest.v1.OpenContextResponse
-	(*v1.Event)(nil),              // 16: builder.build.v1.Event
-	(v1.BuildState)(0),            // 17: builder.build.v1.BuildState
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*BuildSpec)(nil),               // 0: builder.ingest.v1.BuildSpec
+	(*BuildRequest)(nil),            // 1: builder.ingest.v1.BuildRequest
+	(*Accepted)(nil),                // 2: builder.ingest.v1.Accepted
+	(*Started)(nil),                 // 3: builder.ingest.v1.Started
+	(*BuildResponse)(nil),           // 4: builder.ingest.v1.BuildResponse
+	(*Build)(nil),                   // 5: builder.ingest.v1.Build
+	(*GetBuildRequest)(nil),         // 6: builder.ingest.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),        // 7: builder.ingest.v1.GetBuildResponse
+	(*ListBuildsRequest)(nil),       // 8: builder.ingest.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),      // 9: builder.ingest.v1.ListBuildsResponse
+	(*WatchBuildRequest)(nil),       // 10: builder.ingest.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),      // 11: builder.ingest.v1.WatchBuildResponse
+	(*CancelBuildRequest)(nil),      // 12: builder.ingest.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),     // 13: builder.ingest.v1.CancelBuildResponse
+	(*OpenContextRequest)(nil),      // 14: builder.ingest.v1.OpenContextRequest
+	(*OpenContextResponse)(nil),     // 15: builder.ingest.v1.OpenContextResponse
+	(*GetBuildSecretsRequest)(nil),  // 16: builder.ingest.v1.GetBuildSecretsRequest
+	(*BuildSecret)(nil),             // 17: builder.ingest.v1.BuildSecret
+	(*GetBuildSecretsResponse)(nil), // 18: builder.ingest.v1.GetBuildSecretsResponse
+	(*v1.Event)(nil),                // 19: builder.build.v1.Event
+	(v1.BuildState)(0),              // 20: builder.build.v1.BuildState
+	(*timestamppb.Timestamp)(nil),   // 21: google.protobuf.Timestamp
 }
 var file_builder_ingest_v1_ingest_proto_depIdxs = []int32{
 	0,  // 0: builder.ingest.v1.BuildRequest.spec:type_name -> builder.ingest.v1.BuildSpec
 	2,  // 1: builder.ingest.v1.BuildResponse.accepted:type_name -> builder.ingest.v1.Accepted
 	3,  // 2: builder.ingest.v1.BuildResponse.started:type_name -> builder.ingest.v1.Started
-	16, // 3: builder.ingest.v1.BuildResponse.event:type_name -> builder.build.v1.Event
-	17, // 4: builder.ingest.v1.Build.state:type_name -> builder.build.v1.BuildState
-	18, // 5: builder.ingest.v1.Build.created_at:type_name -> google.protobuf.Timestamp
-	18, // 6: builder.ingest.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
+	19, // 3: builder.ingest.v1.BuildResponse.event:type_name -> builder.build.v1.Event
+	20, // 4: builder.ingest.v1.Build.state:type_name -> builder.build.v1.BuildState
+	21, // 5: builder.ingest.v1.Build.created_at:type_name -> google.protobuf.Timestamp
+	21, // 6: builder.ingest.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
 	5,  // 7: builder.ingest.v1.GetBuildResponse.build:type_name -> builder.ingest.v1.Build
 	5,  // 8: builder.ingest.v1.ListBuildsResponse.builds:type_name -> builder.ingest.v1.Build
-	16, // 9: builder.ingest.v1.WatchBuildResponse.event:type_name -> builder.build.v1.Event
+	19, // 9: builder.ingest.v1.WatchBuildResponse.event:type_name -> builder.build.v1.Event
 	5,  // 10: builder.ingest.v1.CancelBuildResponse.build:type_name -> builder.ingest.v1.Build
-	1,  // 11: builder.ingest.v1.IngestService.Build:input_type -> builder.ingest.v1.BuildRequest
-	6,  // 12: builder.ingest.v1.IngestService.GetBuild:input_type -> builder.ingest.v1.GetBuildRequest
-	8,  // 13: builder.ingest.v1.IngestService.ListBuilds:input_type -> builder.ingest.v1.ListBuildsRequest
-	10, // 14: builder.ingest.v1.IngestService.WatchBuild:input_type -> builder.ingest.v1.WatchBuildRequest
-	12, // 15: builder.ingest.v1.IngestService.CancelBuild:input_type -> builder.ingest.v1.CancelBuildRequest
-	14, // 16: builder.ingest.v1.ContextService.OpenContext:input_type -> builder.ingest.v1.OpenContextRequest
-	4,  // 17: builder.ingest.v1.IngestService.Build:output_type -> builder.ingest.v1.BuildResponse
-	7,  // 18: builder.ingest.v1.IngestService.GetBuild:output_type -> builder.ingest.v1.GetBuildResponse
-	9,  // 19: builder.ingest.v1.IngestService.ListBuilds:output_type -> builder.ingest.v1.ListBuildsResponse
-	11, // 20: builder.ingest.v1.IngestService.WatchBuild:output_type -> builder.ingest.v1.WatchBuildResponse
-	13, // 21: builder.ingest.v1.IngestService.CancelBuild:output_type -> builder.ingest.v1.CancelBuildResponse
-	15, // 22: builder.ingest.v1.ContextService.OpenContext:output_type -> builder.ingest.v1.OpenContextResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	17, // 11: builder.ingest.v1.GetBuildSecretsResponse.secrets:type_name -> builder.ingest.v1.BuildSecret
+	1,  // 12: builder.ingest.v1.IngestService.Build:input_type -> builder.ingest.v1.BuildRequest
+	6,  // 13: builder.ingest.v1.IngestService.GetBuild:input_type -> builder.ingest.v1.GetBuildRequest
+	8,  // 14: builder.ingest.v1.IngestService.ListBuilds:input_type -> builder.ingest.v1.ListBuildsRequest
+	10, // 15: builder.ingest.v1.IngestService.WatchBuild:input_type -> builder.ingest.v1.WatchBuildRequest
+	12, // 16: builder.ingest.v1.IngestService.CancelBuild:input_type -> builder.ingest.v1.CancelBuildRequest
+	14, // 17: builder.ingest.v1.ContextService.OpenContext:input_type -> builder.ingest.v1.OpenContextRequest
+	16, // 18: builder.ingest.v1.ContextService.GetBuildSecrets:input_type -> builder.ingest.v1.GetBuildSecretsRequest
+	4,  // 19: builder.ingest.v1.IngestService.Build:output_type -> builder.ingest.v1.BuildResponse
+	7,  // 20: builder.ingest.v1.IngestService.GetBuild:output_type -> builder.ingest.v1.GetBuildResponse
+	9,  // 21: builder.ingest.v1.IngestService.ListBuilds:output_type -> builder.ingest.v1.ListBuildsResponse
+	11, // 22: builder.ingest.v1.IngestService.WatchBuild:output_type -> builder.ingest.v1.WatchBuildResponse
+	13, // 23: builder.ingest.v1.IngestService.CancelBuild:output_type -> builder.ingest.v1.CancelBuildResponse
+	15, // 24: builder.ingest.v1.ContextService.OpenContext:output_type -> builder.ingest.v1.OpenContextResponse
+	18, // 25: builder.ingest.v1.ContextService.GetBuildSecrets:output_type -> builder.ingest.v1.GetBuildSecretsResponse
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_builder_ingest_v1_ingest_proto_init() }
@@ -1145,7 +1319,7 @@ func file_builder_ingest_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_builder_ingest_v1_ingest_proto_rawDesc), len(file_builder_ingest_v1_ingest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

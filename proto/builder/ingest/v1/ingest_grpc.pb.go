@@ -291,7 +291,8 @@ var IngestService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ContextService_OpenContext_FullMethodName = "/builder.ingest.v1.ContextService/OpenContext"
+	ContextService_OpenContext_FullMethodName     = "/builder.ingest.v1.ContextService/OpenContext"
+	ContextService_GetBuildSecrets_FullMethodName = "/builder.ingest.v1.ContextService/GetBuildSecrets"
 )
 
 // ContextServiceClient is the client API for ContextService service.
@@ -302,6 +303,10 @@ const (
 type ContextServiceClient interface {
 	// OpenContext streams a ready-to-build tar (uncompressed) for one service.
 	OpenContext(ctx context.Context, in *OpenContextRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OpenContextResponse], error)
+	// GetBuildSecrets returns a service's build secrets and the registry
+	// credentials of its project, for the executor to hand to the plugin.
+	// They travel only this way: never in a job, a log or the scheduler.
+	GetBuildSecrets(ctx context.Context, in *GetBuildSecretsRequest, opts ...grpc.CallOption) (*GetBuildSecretsResponse, error)
 }
 
 type contextServiceClient struct {
@@ -331,6 +336,16 @@ func (c *contextServiceClient) OpenContext(ctx context.Context, in *OpenContextR
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ContextService_OpenContextClient = grpc.ServerStreamingClient[OpenContextResponse]
 
+func (c *contextServiceClient) GetBuildSecrets(ctx context.Context, in *GetBuildSecretsRequest, opts ...grpc.CallOption) (*GetBuildSecretsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBuildSecretsResponse)
+	err := c.cc.Invoke(ctx, ContextService_GetBuildSecrets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ContextServiceServer is the server API for ContextService service.
 // All implementations must embed UnimplementedContextServiceServer
 // for forward compatibility.
@@ -339,6 +354,10 @@ type ContextService_OpenContextClient = grpc.ServerStreamingClient[OpenContextRe
 type ContextServiceServer interface {
 	// OpenContext streams a ready-to-build tar (uncompressed) for one service.
 	OpenContext(*OpenContextRequest, grpc.ServerStreamingServer[OpenContextResponse]) error
+	// GetBuildSecrets returns a service's build secrets and the registry
+	// credentials of its project, for the executor to hand to the plugin.
+	// They travel only this way: never in a job, a log or the scheduler.
+	GetBuildSecrets(context.Context, *GetBuildSecretsRequest) (*GetBuildSecretsResponse, error)
 	mustEmbedUnimplementedContextServiceServer()
 }
 
@@ -351,6 +370,9 @@ type UnimplementedContextServiceServer struct{}
 
 func (UnimplementedContextServiceServer) OpenContext(*OpenContextRequest, grpc.ServerStreamingServer[OpenContextResponse]) error {
 	return status.Error(codes.Unimplemented, "method OpenContext not implemented")
+}
+func (UnimplementedContextServiceServer) GetBuildSecrets(context.Context, *GetBuildSecretsRequest) (*GetBuildSecretsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBuildSecrets not implemented")
 }
 func (UnimplementedContextServiceServer) mustEmbedUnimplementedContextServiceServer() {}
 func (UnimplementedContextServiceServer) testEmbeddedByValue()                        {}
@@ -384,13 +406,36 @@ func _ContextService_OpenContext_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ContextService_OpenContextServer = grpc.ServerStreamingServer[OpenContextResponse]
 
+func _ContextService_GetBuildSecrets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBuildSecretsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContextServiceServer).GetBuildSecrets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContextService_GetBuildSecrets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContextServiceServer).GetBuildSecrets(ctx, req.(*GetBuildSecretsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ContextService_ServiceDesc is the grpc.ServiceDesc for ContextService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var ContextService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "builder.ingest.v1.ContextService",
 	HandlerType: (*ContextServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetBuildSecrets",
+			Handler:    _ContextService_GetBuildSecrets_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "OpenContext",

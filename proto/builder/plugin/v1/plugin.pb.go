@@ -443,6 +443,19 @@ type BuildSpec struct {
 	ImageRef string `protobuf:"bytes,8,opt,name=image_ref,json=imageRef,proto3" json:"image_ref,omitempty"`
 	// Registry bearer token for the push (scoped to image_ref).
 	RegistryToken string `protobuf:"bytes,9,opt,name=registry_token,json=registryToken,proto3" json:"registry_token,omitempty"`
+	// Build secrets, mounted at /run/secrets/<dest> in every RUN step and in
+	// no image layer. Only BuildKit can mount them: a classic-builder host
+	// refuses a spec that has any.
+	Secrets []*Secret `protobuf:"bytes,10,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// Credentials for pulling private base images: the Engine API's
+	// X-Registry-Config JSON (registry host → username, password,
+	// serveraddress). Never logged.
+	RegistryConfig string `protobuf:"bytes,11,opt,name=registry_config,json=registryConfig,proto3" json:"registry_config,omitempty"`
+	// Instead of building, pull this image and push it as image_ref (a
+	// compose service with only image:). There is no context then.
+	PullImage string `protobuf:"bytes,12,opt,name=pull_image,json=pullImage,proto3" json:"pull_image,omitempty"`
+	// Dockerfile stage to build (compose build.target).
+	Target        string `protobuf:"bytes,13,opt,name=target,proto3" json:"target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -540,6 +553,88 @@ func (x *BuildSpec) GetRegistryToken() string {
 	return ""
 }
 
+func (x *BuildSpec) GetSecrets() []*Secret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *BuildSpec) GetRegistryConfig() string {
+	if x != nil {
+		return x.RegistryConfig
+	}
+	return ""
+}
+
+func (x *BuildSpec) GetPullImage() string {
+	if x != nil {
+		return x.PullImage
+	}
+	return ""
+}
+
+func (x *BuildSpec) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+// Secret is one build secret file.
+type Secret struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Path under /run/secrets/.
+	Dest          string `protobuf:"bytes,1,opt,name=dest,proto3" json:"dest,omitempty"`
+	Content       []byte `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Secret) Reset() {
+	*x = Secret{}
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Secret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Secret) ProtoMessage() {}
+
+func (x *Secret) ProtoReflect() protoreflect.Message {
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Secret.ProtoReflect.Descriptor instead.
+func (*Secret) Descriptor() ([]byte, []int) {
+	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Secret) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *Secret) GetContent() []byte {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
 type BuildRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -553,7 +648,7 @@ type BuildRequest struct {
 
 func (x *BuildRequest) Reset() {
 	*x = BuildRequest{}
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +660,7 @@ func (x *BuildRequest) String() string {
 func (*BuildRequest) ProtoMessage() {}
 
 func (x *BuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +673,7 @@ func (x *BuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildRequest.ProtoReflect.Descriptor instead.
 func (*BuildRequest) Descriptor() ([]byte, []int) {
-	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BuildRequest) GetMsg() isBuildRequest_Msg {
@@ -640,7 +735,7 @@ type Log struct {
 
 func (x *Log) Reset() {
 	*x = Log{}
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +747,7 @@ func (x *Log) String() string {
 func (*Log) ProtoMessage() {}
 
 func (x *Log) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +760,7 @@ func (x *Log) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Log.ProtoReflect.Descriptor instead.
 func (*Log) Descriptor() ([]byte, []int) {
-	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Log) GetText() string {
@@ -708,7 +803,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +815,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +828,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Result) GetImageId() string {
@@ -770,7 +865,7 @@ type BuildResponse struct {
 
 func (x *BuildResponse) Reset() {
 	*x = BuildResponse{}
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +877,7 @@ func (x *BuildResponse) String() string {
 func (*BuildResponse) ProtoMessage() {}
 
 func (x *BuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +890,7 @@ func (x *BuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResponse.ProtoReflect.Descriptor instead.
 func (*BuildResponse) Descriptor() ([]byte, []int) {
-	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BuildResponse) GetMsg() isBuildResponse_Msg {
@@ -848,7 +943,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +955,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +968,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CancelRequest) GetJobId() string {
@@ -891,7 +986,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +998,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_builder_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1011,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_builder_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 var File_builder_plugin_v1_plugin_proto protoreflect.FileDescriptor
@@ -949,7 +1044,7 @@ const file_builder_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04host\x18\x01 \x01(\v2\x1d.builder.plugin.v1.HostConfigR\x04host\"D\n" +
 	"\x0eHealthResponse\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xf6\x03\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x8b\x05\n" +
 	"\tBuildSpec\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x121\n" +
 	"\x04host\x18\x02 \x01(\v2\x1d.builder.plugin.v1.HostConfigR\x04host\x12\x1a\n" +
@@ -962,13 +1057,22 @@ const file_builder_plugin_v1_plugin_proto_rawDesc = "" +
 	"build_args\x18\x06 \x03(\v2+.builder.plugin.v1.BuildSpec.BuildArgsEntryR\tbuildArgs\x12@\n" +
 	"\x06labels\x18\a \x03(\v2(.builder.plugin.v1.BuildSpec.LabelsEntryR\x06labels\x12\x1b\n" +
 	"\timage_ref\x18\b \x01(\tR\bimageRef\x12%\n" +
-	"\x0eregistry_token\x18\t \x01(\tR\rregistryToken\x1a<\n" +
+	"\x0eregistry_token\x18\t \x01(\tR\rregistryToken\x123\n" +
+	"\asecrets\x18\n" +
+	" \x03(\v2\x19.builder.plugin.v1.SecretR\asecrets\x12'\n" +
+	"\x0fregistry_config\x18\v \x01(\tR\x0eregistryConfig\x12\x1d\n" +
+	"\n" +
+	"pull_image\x18\f \x01(\tR\tpullImage\x12\x16\n" +
+	"\x06target\x18\r \x01(\tR\x06target\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"p\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +
+	"\x06Secret\x12\x12\n" +
+	"\x04dest\x18\x01 \x01(\tR\x04dest\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\fR\acontent\"p\n" +
 	"\fBuildRequest\x122\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1c.builder.plugin.v1.BuildSpecH\x00R\x04spec\x12%\n" +
 	"\rcontext_chunk\x18\x02 \x01(\fH\x00R\fcontextChunkB\x05\n" +
@@ -1008,7 +1112,7 @@ func file_builder_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_builder_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_builder_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_builder_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_builder_plugin_v1_plugin_proto_goTypes = []any{
 	(*HostConfig)(nil),           // 0: builder.plugin.v1.HostConfig
 	(*InfoRequest)(nil),          // 1: builder.plugin.v1.InfoRequest
@@ -1018,39 +1122,41 @@ var file_builder_plugin_v1_plugin_proto_goTypes = []any{
 	(*HealthRequest)(nil),        // 5: builder.plugin.v1.HealthRequest
 	(*HealthResponse)(nil),       // 6: builder.plugin.v1.HealthResponse
 	(*BuildSpec)(nil),            // 7: builder.plugin.v1.BuildSpec
-	(*BuildRequest)(nil),         // 8: builder.plugin.v1.BuildRequest
-	(*Log)(nil),                  // 9: builder.plugin.v1.Log
-	(*Result)(nil),               // 10: builder.plugin.v1.Result
-	(*BuildResponse)(nil),        // 11: builder.plugin.v1.BuildResponse
-	(*CancelRequest)(nil),        // 12: builder.plugin.v1.CancelRequest
-	(*CancelResponse)(nil),       // 13: builder.plugin.v1.CancelResponse
-	nil,                          // 14: builder.plugin.v1.BuildSpec.BuildArgsEntry
-	nil,                          // 15: builder.plugin.v1.BuildSpec.LabelsEntry
+	(*Secret)(nil),               // 8: builder.plugin.v1.Secret
+	(*BuildRequest)(nil),         // 9: builder.plugin.v1.BuildRequest
+	(*Log)(nil),                  // 10: builder.plugin.v1.Log
+	(*Result)(nil),               // 11: builder.plugin.v1.Result
+	(*BuildResponse)(nil),        // 12: builder.plugin.v1.BuildResponse
+	(*CancelRequest)(nil),        // 13: builder.plugin.v1.CancelRequest
+	(*CancelResponse)(nil),       // 14: builder.plugin.v1.CancelResponse
+	nil,                          // 15: builder.plugin.v1.BuildSpec.BuildArgsEntry
+	nil,                          // 16: builder.plugin.v1.BuildSpec.LabelsEntry
 }
 var file_builder_plugin_v1_plugin_proto_depIdxs = []int32{
 	0,  // 0: builder.plugin.v1.CapabilitiesRequest.host:type_name -> builder.plugin.v1.HostConfig
 	0,  // 1: builder.plugin.v1.HealthRequest.host:type_name -> builder.plugin.v1.HostConfig
 	0,  // 2: builder.plugin.v1.BuildSpec.host:type_name -> builder.plugin.v1.HostConfig
-	14, // 3: builder.plugin.v1.BuildSpec.build_args:type_name -> builder.plugin.v1.BuildSpec.BuildArgsEntry
-	15, // 4: builder.plugin.v1.BuildSpec.labels:type_name -> builder.plugin.v1.BuildSpec.LabelsEntry
-	7,  // 5: builder.plugin.v1.BuildRequest.spec:type_name -> builder.plugin.v1.BuildSpec
-	9,  // 6: builder.plugin.v1.BuildResponse.log:type_name -> builder.plugin.v1.Log
-	10, // 7: builder.plugin.v1.BuildResponse.result:type_name -> builder.plugin.v1.Result
-	1,  // 8: builder.plugin.v1.ExecutorPluginService.Info:input_type -> builder.plugin.v1.InfoRequest
-	3,  // 9: builder.plugin.v1.ExecutorPluginService.Capabilities:input_type -> builder.plugin.v1.CapabilitiesRequest
-	5,  // 10: builder.plugin.v1.ExecutorPluginService.Health:input_type -> builder.plugin.v1.HealthRequest
-	8,  // 11: builder.plugin.v1.ExecutorPluginService.Build:input_type -> builder.plugin.v1.BuildRequest
-	12, // 12: builder.plugin.v1.ExecutorPluginService.Cancel:input_type -> builder.plugin.v1.CancelRequest
-	2,  // 13: builder.plugin.v1.ExecutorPluginService.Info:output_type -> builder.plugin.v1.InfoResponse
-	4,  // 14: builder.plugin.v1.ExecutorPluginService.Capabilities:output_type -> builder.plugin.v1.CapabilitiesResponse
-	6,  // 15: builder.plugin.v1.ExecutorPluginService.Health:output_type -> builder.plugin.v1.HealthResponse
-	11, // 16: builder.plugin.v1.ExecutorPluginService.Build:output_type -> builder.plugin.v1.BuildResponse
-	13, // 17: builder.plugin.v1.ExecutorPluginService.Cancel:output_type -> builder.plugin.v1.CancelResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	15, // 3: builder.plugin.v1.BuildSpec.build_args:type_name -> builder.plugin.v1.BuildSpec.BuildArgsEntry
+	16, // 4: builder.plugin.v1.BuildSpec.labels:type_name -> builder.plugin.v1.BuildSpec.LabelsEntry
+	8,  // 5: builder.plugin.v1.BuildSpec.secrets:type_name -> builder.plugin.v1.Secret
+	7,  // 6: builder.plugin.v1.BuildRequest.spec:type_name -> builder.plugin.v1.BuildSpec
+	10, // 7: builder.plugin.v1.BuildResponse.log:type_name -> builder.plugin.v1.Log
+	11, // 8: builder.plugin.v1.BuildResponse.result:type_name -> builder.plugin.v1.Result
+	1,  // 9: builder.plugin.v1.ExecutorPluginService.Info:input_type -> builder.plugin.v1.InfoRequest
+	3,  // 10: builder.plugin.v1.ExecutorPluginService.Capabilities:input_type -> builder.plugin.v1.CapabilitiesRequest
+	5,  // 11: builder.plugin.v1.ExecutorPluginService.Health:input_type -> builder.plugin.v1.HealthRequest
+	9,  // 12: builder.plugin.v1.ExecutorPluginService.Build:input_type -> builder.plugin.v1.BuildRequest
+	13, // 13: builder.plugin.v1.ExecutorPluginService.Cancel:input_type -> builder.plugin.v1.CancelRequest
+	2,  // 14: builder.plugin.v1.ExecutorPluginService.Info:output_type -> builder.plugin.v1.InfoResponse
+	4,  // 15: builder.plugin.v1.ExecutorPluginService.Capabilities:output_type -> builder.plugin.v1.CapabilitiesResponse
+	6,  // 16: builder.plugin.v1.ExecutorPluginService.Health:output_type -> builder.plugin.v1.HealthResponse
+	12, // 17: builder.plugin.v1.ExecutorPluginService.Build:output_type -> builder.plugin.v1.BuildResponse
+	14, // 18: builder.plugin.v1.ExecutorPluginService.Cancel:output_type -> builder.plugin.v1.CancelResponse
+	14, // [14:19] is the sub-list for method output_type
+	9,  // [9:14] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_builder_plugin_v1_plugin_proto_init() }
@@ -1058,11 +1164,11 @@ func file_builder_plugin_v1_plugin_proto_init() {
 	if File_builder_plugin_v1_plugin_proto != nil {
 		return
 	}
-	file_builder_plugin_v1_plugin_proto_msgTypes[8].OneofWrappers = []any{
+	file_builder_plugin_v1_plugin_proto_msgTypes[9].OneofWrappers = []any{
 		(*BuildRequest_Spec)(nil),
 		(*BuildRequest_ContextChunk)(nil),
 	}
-	file_builder_plugin_v1_plugin_proto_msgTypes[11].OneofWrappers = []any{
+	file_builder_plugin_v1_plugin_proto_msgTypes[12].OneofWrappers = []any{
 		(*BuildResponse_Log)(nil),
 		(*BuildResponse_Result)(nil),
 	}
@@ -1072,7 +1178,7 @@ func file_builder_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_builder_plugin_v1_plugin_proto_rawDesc), len(file_builder_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
