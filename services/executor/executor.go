@@ -4,6 +4,7 @@
 package executor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -201,20 +202,33 @@ func (s *Server) build(ctx context.Context, h config.Host, job *buildv1.Job, log
 	if err != nil {
 		return nil, fmt.Errorf("build context: %w", err)
 	}
+	secrets, err := cc.GetBuildSecrets(ctx, &ingestv1.GetBuildSecretsRequest{BuildId: job.GetBuildId(), Service: job.GetService()})
+	if err != nil {
+		return nil, fmt.Errorf("build secrets: %s", status.Convert(err).Message())
+	}
+	spec := &pluginv1.BuildSpec{
+		JobId:          job.GetJobId(),
+		Host:           hostConfig(h, s.cfg.BuildKit),
+		Platform:       job.GetPlatform(),
+		Nocache:        job.GetNocache(),
+		Dockerfile:     job.GetDockerfile(),
+		BuildArgs:      job.GetBuildArgs(),
+		Labels:         job.GetLabels(),
+		ImageRef:       job.GetImageLocation(),
+		RegistryToken:  tok.GetToken(),
+		RegistryConfig: secrets.GetRegistryConfig(),
+		PullImage:      job.GetPullImage(),
+		Target:         job.GetTarget(),
+	}
+	for _, sec := range secrets.GetSecrets() {
+		spec.Secrets = append(spec.Secrets, &pluginv1.Secret{Dest: sec.GetDest(), Content: sec.GetContent()})
+	}
+	if job.GetPullImage() != "" {
+		return plugin.Build(ctx, spec, bytes.NewReader(nil), logs) // nothing to build: no context
+	}
 	ctxStream, err := cc.OpenContext(ctx, &ingestv1.OpenContextRequest{BuildId: job.GetBuildId(), Service: job.GetService()})
 	if err != nil {
 		return nil, fmt.Errorf("build context: %s", status.Convert(err).Message())
-	}
-	spec := &pluginv1.BuildSpec{
-		JobId:         job.GetJobId(),
-		Host:          hostConfig(h, s.cfg.BuildKit),
-		Platform:      job.GetPlatform(),
-		Nocache:       job.GetNocache(),
-		Dockerfile:    job.GetDockerfile(),
-		BuildArgs:     job.GetBuildArgs(),
-		Labels:        job.GetLabels(),
-		ImageRef:      job.GetImageLocation(),
-		RegistryToken: tok.GetToken(),
 	}
 	return plugin.Build(ctx, spec, &contextReader{stream: ctxStream}, logs)
 }

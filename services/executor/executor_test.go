@@ -32,6 +32,10 @@ type contextServer struct {
 	tar []byte
 }
 
+func (c *contextServer) GetBuildSecrets(context.Context, *ingestv1.GetBuildSecretsRequest) (*ingestv1.GetBuildSecretsResponse, error) {
+	return &ingestv1.GetBuildSecretsResponse{RegistryConfig: "cfg", Secrets: []*ingestv1.BuildSecret{{Dest: "app/token", Content: []byte("s")}}}, nil
+}
+
 func (c *contextServer) OpenContext(req *ingestv1.OpenContextRequest, s grpc.ServerStreamingServer[ingestv1.OpenContextResponse]) error {
 	for b := c.tar; len(b) > 0; {
 		n := min(len(b), 100) // many small chunks
@@ -151,6 +155,9 @@ func TestRunJobSucceeds(t *testing.T) {
 	}
 	if strings.Join(files, ",") != "Dockerfile,app.txt" {
 		t.Errorf("plugin saw context files %v", files)
+	}
+	if len(got.GetSecrets()) != 1 || got.GetSecrets()[0].GetDest() != "app/token" || got.GetRegistryConfig() != "cfg" {
+		t.Errorf("secrets not handed to the plugin: %v", got)
 	}
 	if got.GetImageRef() != "registry.local:5000/v2/0123abcd" || got.GetRegistryToken() != secretToken || got.GetPlatform() != "linux/arm64/v8" ||
 		got.GetHost().GetEndpoint() != "unix:///x.sock" || got.GetBuildArgs()["A"] != "1" {

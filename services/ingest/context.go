@@ -3,6 +3,9 @@ package ingest
 import (
 	"archive/tar"
 	"bufio"
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -10,11 +13,14 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/moby/patternmatcher"
+	"github.com/moby/patternmatcher/ignorefile"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
+	"github.com/open-balena-builder/builder/services/ingest/metadata"
 	"github.com/open-balena-builder/builder/services/ingest/project"
 )
 
@@ -28,12 +34,7 @@ func (s *Server) OpenContext(req *ingestv1.OpenContextRequest, stream grpc.Serve
 	if err != nil {
 		return err
 	}
-	var svc *project.Service
-	for i := range b.plan.Services {
-		if b.plan.Services[i].Name == req.GetService() {
-			svc = &b.plan.Services[i]
-		}
-	}
+	svc := b.plan.Service(req.GetService())
 	if svc == nil {
 		return status.Errorf(codes.NotFound, "build %s has no service %q", b.id, req.GetService())
 	}
@@ -51,10 +52,51 @@ func (s *Server) OpenContext(req *ingestv1.OpenContextRequest, stream grpc.Serve
 	return bw.Flush()
 }
 
-// writeContext writes the tar of root for svc.
+// GetBuildSecrets returns a service's build secrets and the project's
+// registry credentials. Only executors call it, right before a build.
+func (s *Server) GetBuildSecrets(_ context.Context, req *ingestv1.GetBuildSecretsRequest) (*ingestv1.GetBuildSecretsResponse, error) {
+	b, err := s.lookup(req.GetBuildId())
+	if err != nil {
+		return nil, err
+	}
+	svc := b.plan.Service(req.GetService())
+	if svc == nil {
+		return nil, status.Errorf(codes.NotFound, "build %s has no service %q", b.id, req.GetService())
+	}
+	resp := &ingestv1.GetBuildSecretsResponse{RegistryConfig: b.plan.RegistryConfig}
+	for _, sec := range svc.Secrets {
+		resp.Secrets = append(resp.Secrets, &ingestv1.BuildSecret{Dest: sec.Dest, Content: sec.Content})
+	}
+	return resp, nil
+}
+
+// dockerignore reads the context's .dockerignore (nil when it has none).
+func dockerignore(root string) (*patternmatcher.PatternMatcher, error) {
+	f, err := os.Open(filepath.Join(root, ".dockerignore"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	patterns, err := ignorefile.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf(".dockerignore: %w", err)
+	}
+	return patternmatcher.New(patterns)
+}
+
+// writeContext writes the tar of root for svc: its .dockerignore applied
+// (the Dockerfile and .dockerignore always go, as with docker build), the
+// build metadata (.balena/, .resin/) left out.
 func writeContext(w io.Writer, root string, svc *project.Service) error {
+	ignore, err := dockerignore(root)
+	if err != nil {
+		return err
+	}
 	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -63,11 +105,26 @@ func writeContext(w io.Writer, root string, svc *project.Service) error {
 			return err
 		}
 		name := filepath.ToSlash(rel)
-		if d.IsDir() && (name == ".balena" || name == ".resin") {
-			return filepath.SkipDir
+		if metadata.StripMetadata(name) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
 		}
 		if svc.Templated && name == svc.Dockerfile {
 			return nil // replaced by the rendered Dockerfile below
+		}
+		if ignore != nil && name != svc.Dockerfile && name != ".dockerignore" {
+			skip, err := ignore.MatchesOrParentMatches(name)
+			if err != nil {
+				return err
+			}
+			if skip {
+				if d.IsDir() && !ignore.Exclusions() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
 		}
 		info, err := d.Info()
 		if err != nil {

@@ -31,6 +31,9 @@ func (s *Server) run(b *build, spec *ingestv1.BuildSpec) {
 		s.retire(b.id)
 	}()
 	b.info("Starting build for %s, user %s", b.fleet.GetAppName(), b.user)
+	for _, w := range b.plan.Warnings {
+		b.say(buildv1.Level_LEVEL_WARN, "%s", w)
+	}
 
 	final, why := s.schedule(b, spec, done)
 	s.closeImages(b, final, why)
@@ -58,6 +61,7 @@ func (s *Server) schedule(b *build, spec *ingestv1.BuildSpec, done <-chan struct
 			JobId: b.id + "/" + svc.Name, BuildId: b.id, Service: svc.Name, Fleet: b.fleet.GetSlug(),
 			Arch: b.fleet.GetArch(), Platform: platform, Emulated: spec.GetEmulated(), Nocache: spec.GetNocache(),
 			Dockerfile: svc.Dockerfile, ImageLocation: b.images[svc.Name].GetLocation(), ContextAddress: s.cfg.ContextAddress,
+			BuildArgs: svc.BuildArgs, Labels: svc.BuildLabels, PullImage: svc.PullImage, Target: svc.Target,
 		})
 	}
 	// The watch must outlive a cancel: it is how the cancelled jobs' ends arrive.

@@ -191,9 +191,20 @@ func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[in
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "composition: %v", err)
 	}
-	req := &releasev1.CreateReleaseRequest{UserToken: token, FleetId: fleet.GetId(), Composition: composition, IsDraft: spec.GetIsDraft()}
+	req := &releasev1.CreateReleaseRequest{UserToken: token, FleetId: fleet.GetId(), Composition: composition, IsDraft: spec.GetIsDraft(), Semver: plan.Semver}
+	if plan.Contract != nil {
+		if req.Contract, err = structpb.NewStruct(plan.Contract); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "balena.yml: %v", err)
+		}
+	}
 	for _, svc := range plan.Services {
-		req.Services = append(req.Services, &releasev1.ServiceImage{Service: svc.Name})
+		si := &releasev1.ServiceImage{Service: svc.Name, Labels: svc.Labels, Environment: svc.Environment}
+		if svc.Contract != nil {
+			if si.Contract, err = structpb.NewStruct(svc.Contract); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "contract of service %s: %v", svc.Name, err)
+			}
+		}
+		req.Services = append(req.Services, si)
 	}
 	rel, err := s.release.CreateRelease(ctx, req)
 	if err != nil {

@@ -4,11 +4,17 @@
 package project
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
+
+	"github.com/open-balena-builder/builder/services/ingest/compose"
+	"github.com/open-balena-builder/builder/services/ingest/metadata"
 )
 
 // Target is what the project is built for.
@@ -38,13 +44,44 @@ type Service struct {
 	// Templated: Content differs from the file in the context and must
 	// replace it when the context is served.
 	Templated bool
+
+	// PullImage is set for a compose service with only image:: the image
+	// is pulled on the host and pushed as the release's image, no build.
+	PullImage string
+	// Target is the Dockerfile stage to build (compose build.target).
+	Target string
+	// BuildArgs are compose build.args with .balena/balena.yml
+	// build-variables on top.
+	BuildArgs map[string]string
+	// BuildLabels are compose build.labels (labels of the built image).
+	BuildLabels map[string]string
+	// Labels and Environment become the image's image_label and
+	// image_environment_variable rows.
+	Labels      map[string]string
+	Environment map[string]string
+	// Contract is the image's sw.container contract (nil: none).
+	Contract map[string]any
+	// Secrets are mounted at /run/secrets/<dest> during RUN.
+	Secrets []metadata.Secret
 }
 
 // Plan is the whole build.
 type Plan struct {
 	Services    []Service
 	Composition map[string]any
+	// Contract is the root balena.yml (the release contract), Semver its
+	// version; nil and "" without one.
+	Contract map[string]any
+	Semver   string
+	// RegistryConfig is the X-Registry-Config JSON of
+	// .balena/registry-secrets.* ("" when none).
+	RegistryConfig string
+	// Warnings are shown to the user; the build goes on.
+	Warnings []string
 }
+
+// ProjectTypeExternal is the image.project_type of a pulled image:-only service.
+const ProjectTypeExternal = "external service"
 
 // Error is a problem with the project the user can fix.
 type Error struct{ Msg string }
@@ -63,31 +100,84 @@ const (
 // Resolve plans the build of the project extracted at root. dockerfilePath
 // is balena push's --dockerfile (relative to root), or "".
 func Resolve(root, dockerfilePath string, t Target) (*Plan, error) {
-	if err := checkMetadataDirs(root); err != nil {
-		return nil, err
+	md, err := metadata.Load(root)
+	if err != nil {
+		var me *metadata.Error
+		if errors.As(err, &me) {
+			return nil, &Error{Msg: me.Msg}
+		}
+		return nil, fmt.Errorf("read build metadata: %w", err)
 	}
-	for _, name := range []string{"docker-compose.yml", "docker-compose.yaml"} {
-		if isFile(filepath.Join(root, name)) {
-			if dockerfilePath != "" {
-				return nil, userErr("--dockerfile cannot be used with %s: set build.dockerfile on the service instead", name)
+	plan := &Plan{Contract: md.Contract, Semver: md.Semver, RegistryConfig: md.RegistryConfigJSON()}
+	file := composeFile(root)
+	if file == "" {
+		svc, err := resolveDockerfile(root, ".", dockerfilePath, t)
+		if err != nil {
+			return nil, err
+		}
+		svc.Name = "main"
+		plan.Services = []Service{*svc}
+		plan.Composition = DefaultComposition(dockerfilePath)
+	} else {
+		if dockerfilePath != "" {
+			return nil, userErr("--dockerfile cannot be used with %s: set build.dockerfile on the service instead", file)
+		}
+		comp, err := compose.Parse(root, file)
+		if err != nil {
+			var ce *compose.Error
+			if errors.As(err, &ce) {
+				return nil, &Error{Msg: ce.Msg}
 			}
-			return nil, userErr("%s: multi-container (docker-compose) projects are not supported by this builder version yet; push a single-Dockerfile project", name)
+			return nil, fmt.Errorf("read %s: %w", file, err)
+		}
+		plan.Composition, plan.Warnings = comp.Raw, comp.Warnings
+		for _, cs := range comp.Services {
+			svc := &Service{PullImage: cs.Image, ProjectType: ProjectTypeExternal}
+			if cs.Build != nil {
+				if svc, err = resolveDockerfile(root, cs.Build.Context, cs.Build.Dockerfile, t); err != nil {
+					return nil, &Error{Msg: fmt.Sprintf("%s: service %q: %v", file, cs.Name, err)}
+				}
+				svc.Target, svc.BuildLabels = cs.Build.Target, cs.Build.Labels
+				svc.BuildArgs = maps.Clone(cs.Build.Args)
+			}
+			svc.Name, svc.Labels, svc.Environment, svc.Contract = cs.Name, cs.Labels, cs.Environment, cs.Contract
+			plan.Services = append(plan.Services, *svc)
 		}
 	}
-	svc, err := resolveDockerfile(root, ".", dockerfilePath, t)
-	if err != nil {
-		return nil, err
+	known := map[string]bool{}
+	for i := range plan.Services {
+		svc := &plan.Services[i]
+		known[svc.Name] = true
+		if svc.PullImage != "" {
+			continue
+		}
+		if svc.BuildArgs == nil {
+			svc.BuildArgs = map[string]string{}
+		}
+		maps.Copy(svc.BuildArgs, md.Variables.For(svc.Name)) // balena.yml wins over compose build.args
+		svc.Secrets = md.Secrets.For(svc.Name)
 	}
-	svc.Name = "main"
-	return &Plan{Services: []Service{*svc}, Composition: DefaultComposition(dockerfilePath)}, nil
+	for _, name := range slices.Sorted(maps.Keys(md.Variables.Services)) {
+		if !known[name] {
+			plan.Warnings = append(plan.Warnings, fmt.Sprintf(".balena/balena.yml: build-variables.services.%s: no such service in the project", name))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(md.Secrets.Services)) {
+		if !known[name] {
+			plan.Warnings = append(plan.Warnings, fmt.Sprintf(".balena/balena.yml: build-secrets.services.%s: no such service in the project", name))
+		}
+	}
+	return plan, nil
 }
 
-// checkMetadataDirs refuses a project with both .balena and .resin.
-func checkMetadataDirs(root string) error {
-	if isDir(filepath.Join(root, ".balena")) && isDir(filepath.Join(root, ".resin")) {
-		return userErr("the project has both .balena/ and .resin/ folders: keep only .balena/")
+// composeFile names the project's compose file, or "".
+func composeFile(root string) string {
+	for _, name := range []string{"docker-compose.yml", "docker-compose.yaml"} {
+		if isFile(filepath.Join(root, name)) {
+			return name
+		}
 	}
-	return nil
+	return ""
 }
 
 // resolveDockerfile finds a service's Dockerfile in this order:
@@ -141,10 +231,23 @@ func where(ctxDir string) string {
 	return ctxDir
 }
 
+// Service returns the named service, or nil.
+func (p *Plan) Service(name string) *Service {
+	for i := range p.Services {
+		if p.Services[i].Name == name {
+			return &p.Services[i]
+		}
+	}
+	return nil
+}
+
 // Render reads every service's Dockerfile and applies the template
 // variables; call it once the release (and its commit) exists.
 func (p *Plan) Render(root string, t Target) error {
 	for i := range p.Services {
+		if p.Services[i].PullImage != "" {
+			continue
+		}
 		if err := p.Services[i].load(root, t); err != nil {
 			return err
 		}

@@ -86,3 +86,93 @@ func TestDefaultComposition(t *testing.T) {
 		t.Error("--dockerfile not in composition")
 	}
 }
+
+func TestResolveComposeWithMetadata(t *testing.T) {
+	root := t.TempDir()
+	write(t, root, map[string]string{
+		"docker-compose.yml": `services:
+  web:
+    build: ./web
+    labels:
+      io.balena.features.dbus: "1"
+    environment:
+      MODE: prod
+  db:
+    image: busybox
+  api:
+    build:
+      context: .
+      dockerfile: api.Dockerfile
+      args:
+        A: from-compose
+        C: kept
+      target: final
+`,
+		"web/Dockerfile.template": "FROM busybox\nRUN echo %%BALENA_SERVICE_NAME%% on %%BALENA_MACHINE_NAME%%\n",
+		"api.Dockerfile":          "FROM busybox\n",
+		".balena/balena.yml": `build-variables:
+  global: [B=global]
+  services:
+    api: [A=from-balena-yml]
+    ghost: [X=1]
+build-secrets:
+  services:
+    api:
+      - source: token
+        dest: app/token
+`,
+		".balena/secrets/token": "s3cret",
+		"balena.yml":            "type: sw.application\nversion: 1.2.3\nname: demo\n",
+	})
+	plan, err := Resolve(root, "", pi4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plan.Render(root, pi4); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Service{}
+	for _, s := range plan.Services {
+		got[s.Name] = s
+	}
+	if len(got) != 3 {
+		t.Fatalf("services %v", plan.Services)
+	}
+	if db := got["db"]; db.PullImage != "busybox" || db.ProjectType != ProjectTypeExternal || len(db.Secrets) != 0 {
+		t.Errorf("db = %+v", db)
+	}
+	web := got["web"]
+	if web.Context != "web" || web.Source != "Dockerfile.template" || string(web.Content) != "FROM busybox\nRUN echo web on raspberrypi4-64\n" ||
+		web.Environment["MODE"] != "prod" || web.Labels["io.balena.features.dbus"] != "1" || web.BuildArgs["B"] != "global" {
+		t.Errorf("web = %+v (content %q)", web, web.Content)
+	}
+	api := got["api"]
+	if api.Dockerfile != "api.Dockerfile" || api.Target != "final" || api.BuildArgs["A"] != "from-balena-yml" || api.BuildArgs["B"] != "global" || api.BuildArgs["C"] != "kept" {
+		t.Errorf("api = %+v", api)
+	}
+	if len(api.Secrets) != 1 || api.Secrets[0].Dest != "app/token" || string(api.Secrets[0].Content) != "s3cret" {
+		t.Errorf("api secrets = %v", api.Secrets)
+	}
+	if plan.Semver != "1.2.3" || plan.Contract["type"] != "sw.application" {
+		t.Errorf("release contract %v semver %q", plan.Contract, plan.Semver)
+	}
+	if len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0], "build-variables.services.ghost") {
+		t.Errorf("warnings %v", plan.Warnings)
+	}
+	if _, ok := plan.Composition["services"].(map[string]any)["db"]; !ok {
+		t.Errorf("composition %v", plan.Composition)
+	}
+}
+
+func TestResolveComposeErrorsNameTheService(t *testing.T) {
+	root := t.TempDir()
+	write(t, root, map[string]string{"docker-compose.yml": "services:\n  web:\n    build: ./web\n", "web/README": "no dockerfile"})
+	_, err := Resolve(root, "", pi4)
+	var pe *Error
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), `service "web"`) || !strings.Contains(err.Error(), "no Dockerfile found") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := Resolve(root, "Dockerfile", pi4); err == nil || !strings.Contains(err.Error(), "--dockerfile cannot be used") {
+		t.Errorf("--dockerfile with compose: %v", err)
+	}
+}
