@@ -28,7 +28,7 @@ func (s *Server) run(b *build, spec *ingestv1.BuildSpec) {
 		if err := removeAll(b.dir); err != nil {
 			s.log.Warn("cannot remove a build's upload", "build", b.id, "error", err)
 		}
-		s.retire(b.id)
+		s.builds.Finish(b.id)
 	}()
 	b.info("Starting build for %s, user %s", b.fleet.GetAppName(), b.user)
 	for _, w := range b.plan.Warnings {
@@ -232,15 +232,4 @@ func firstNonEmpty(v ...string) string {
 		}
 	}
 	return ""
-}
-
-// retire keeps the newest finished builds watchable and forgets the rest.
-func (s *Server) retire(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.finished = append(s.finished, id)
-	for len(s.finished) > s.cfg.KeepBuilds {
-		delete(s.builds, s.finished[0])
-		s.finished = s.finished[1:]
-	}
 }

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/open-balena-builder/builder/platform/hub"
+	"github.com/open-balena-builder/builder/platform/recent"
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
@@ -57,10 +58,8 @@ type Server struct {
 	scheduler schedulerv1.SchedulerServiceClient
 	log       *slog.Logger
 
-	mu       sync.Mutex
-	builds   map[string]*build
-	finished []string
-	running  sync.WaitGroup
+	builds  *recent.Set[*build]
+	running sync.WaitGroup
 }
 
 // New returns an ingest server.
@@ -71,7 +70,7 @@ func New(cfg Config, release releasev1.ReleaseServiceClient, scheduler scheduler
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "builds"), 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	return &Server{cfg: cfg, release: release, scheduler: scheduler, log: logger, builds: map[string]*build{}}, nil
+	return &Server{cfg: cfg, release: release, scheduler: scheduler, log: logger, builds: recent.New[*build](cfg.KeepBuilds)}, nil
 }
 
 // Wait blocks until every background build has ended (for shutdown and tests).
@@ -227,9 +226,10 @@ func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[in
 	}
 	s.log.Info("build accepted", "build", b.id, "fleet", fleet.GetSlug(), "user", b.user, "arch", fleet.GetArch(),
 		"files", stats.Files, "bytes", stats.UncompressedBytes)
-	s.mu.Lock()
-	s.builds[b.id] = b
-	s.mu.Unlock()
+	if !s.builds.Add(b.id, b) {
+		s.abandon(b, "a build with this release id exists already")
+		return nil, status.Errorf(codes.AlreadyExists, "build %s exists already", b.id)
+	}
 	s.running.Add(1)
 	go func() {
 		defer s.running.Done()
@@ -252,9 +252,7 @@ func (c cancelReason) Error() string { return string(c) }
 func errCancelled(why string) error { return cancelReason(why) }
 
 func (s *Server) lookup(id string) (*build, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b, ok := s.builds[id]
+	b, ok := s.builds.Get(id)
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "build %q not found", id)
 	}
@@ -276,12 +274,7 @@ func (s *Server) ListBuilds(_ context.Context, req *ingestv1.ListBuildsRequest) 
 	if limit <= 0 {
 		limit = 50
 	}
-	s.mu.Lock()
-	all := make([]*build, 0, len(s.builds))
-	for _, b := range s.builds {
-		all = append(all, b)
-	}
-	s.mu.Unlock()
+	all := s.builds.All()
 	sort.Slice(all, func(i, j int) bool { return all[i].releaseID > all[j].releaseID })
 	resp := &ingestv1.ListBuildsResponse{}
 	for i, b := range all {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/open-balena-builder/builder/platform/hub"
+	"github.com/open-balena-builder/builder/platform/recent"
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	executorv1 "github.com/open-balena-builder/builder/proto/builder/executor/v1"
 	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
@@ -43,10 +44,10 @@ type Server struct {
 	dial ExecutorDialer
 	pool *pool
 
-	mu       sync.Mutex
-	builds   map[string]*build
-	finished []string // ids of finished builds, oldest first
-	freed    chan struct{}
+	builds *recent.Set[*build]
+
+	mu    sync.Mutex
+	freed chan struct{}
 }
 
 // New returns a scheduler with an empty host pool.
@@ -58,7 +59,7 @@ func New(cfg Config, dial ExecutorDialer, logger *slog.Logger) *Server {
 		cfg.KeepBuilds = 500
 	}
 	return &Server{cfg: cfg, log: logger, dial: dial, pool: newPool(time.Now),
-		builds: map[string]*build{}, freed: make(chan struct{})}
+		builds: recent.New[*build](cfg.KeepBuilds), freed: make(chan struct{})}
 }
 
 type build struct {
@@ -81,17 +82,15 @@ func (s *Server) SubmitBuild(ctx context.Context, req *schedulerv1.SubmitBuildRe
 	if req.GetBuildId() == "" || len(req.GetJobs()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "build_id and at least one job are required")
 	}
-	s.mu.Lock()
-	if _, ok := s.builds[req.GetBuildId()]; ok {
-		s.mu.Unlock()
-		return nil, status.Errorf(codes.AlreadyExists, "build %s was already submitted", req.GetBuildId())
-	}
 	// The jobs outlive this call but stay in its trace.
 	parent, cancel := context.WithCancelCause(trace.ContextWithSpanContext(context.Background(), trace.SpanContextFromContext(ctx)))
 	ctx, stop := context.WithTimeoutCause(parent, s.cfg.BuildTimeout, fmt.Errorf("build timed out after %s", s.cfg.BuildTimeout))
 	b := &build{id: req.GetBuildId(), hub: hub.New(), ctx: ctx, cancel: cancel, stop: stop, remaining: len(req.GetJobs())}
-	s.builds[b.id] = b
-	s.mu.Unlock()
+	if !s.builds.Add(b.id, b) {
+		stop()
+		cancel(nil)
+		return nil, status.Errorf(codes.AlreadyExists, "build %s was already submitted", req.GetBuildId())
+	}
 
 	for _, j := range req.GetJobs() {
 		b.hub.Publish(jobEvent(j, &buildv1.JobUpdate{State: buildv1.JobState_JOB_STATE_QUEUED}))
@@ -166,9 +165,7 @@ func (s *Server) RegisterHosts(_ context.Context, req *schedulerv1.RegisterHosts
 }
 
 func (s *Server) build(id string) (*build, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b, ok := s.builds[id]
+	b, ok := s.builds.Get(id)
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "build %q not found", id)
 	}
@@ -217,16 +214,5 @@ func (s *Server) jobDone(b *build, j *buildv1.Job, failure string) {
 	b.hub.Close()
 	b.stop()
 	b.cancel(nil)
-	s.retire(b.id)
-}
-
-// retire keeps the newest finished builds watchable and forgets the rest.
-func (s *Server) retire(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.finished = append(s.finished, id)
-	for len(s.finished) > s.cfg.KeepBuilds {
-		delete(s.builds, s.finished[0])
-		s.finished = s.finished[1:]
-	}
+	s.builds.Finish(b.id)
 }
