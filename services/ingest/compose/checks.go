@@ -14,11 +14,12 @@ var (
 		"oom_kill_disable", "platform", "pull_policy", "runtime", "scale",
 		"secrets", "stdin_open", "storage_opt",
 	}
-	// Not in balena's list, denied here too: log_driver and log_opt are the
-	// old spellings of the denied logging; models, provider and
-	// use_api_socket are compose features newer than balena's list that
-	// need a Docker Desktop or a model runner no device has.
-	deniedServiceKeysExtra = []string{"log_driver", "log_opt", "models", "provider", "use_api_socket"}
+	// Not in balena's list, denied here too: compose features newer than
+	// balena's list that no device supervisor implements. models, provider
+	// and use_api_socket need a Docker Desktop or a model runner; pre_start
+	// hooks are containers of their own (with volumes balena would have to
+	// check as well).
+	deniedServiceKeysExtra = []string{"models", "pre_start", "provider", "use_api_socket"}
 
 	deniedBuildKeys = []string{
 		"additional_contexts", "cache_to", "dockerfile_inline", "entitlements",

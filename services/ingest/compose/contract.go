@@ -129,13 +129,12 @@ func contract(service string, labels map[string]string, newFields bool) map[stri
 }
 
 // Compose fields a supervisor older than the compose-go based parser does
-// not implement (@balena/compose-parser lib/legacy.ts; pre_start added here,
-// it is newer still). A service using one gets the sw.spec requirement, so
+// not implement (@balena/compose-parser lib/legacy.ts). A service using one gets the sw.spec requirement, so
 // that such a supervisor refuses the release instead of ignoring the field.
 var (
 	newServiceFields = []string{
 		"annotations", "attach", "cgroup", "cpu_rt_runtime", "cpu_rt_period",
-		"cpus", "device_cgroup_rules", "post_start", "pre_start", "pre_stop",
+		"cpus", "device_cgroup_rules", "post_start", "pre_stop",
 		"uts", "volumes_from",
 	}
 	newHealthcheckFields = []string{"start_interval"}

@@ -170,7 +170,7 @@ func rejectValues(w where, s map[string]any) error {
 func (p *parser) build(w where, b map[string]any, dockerfileGiven bool, image string) (*Build, error) {
 	ctx, _ := b["context"].(string)
 	if remoteContext(ctx) {
-		return nil, w.errorf("%q %q: remote build contexts are not supported by balena: use a directory of the project", "build.context", ctx)
+		return nil, w.errorf("%q %s: remote build contexts are not supported by balena: use a directory of the project", "build.context", p.show(ctx))
 	}
 	if err := p.inside(ctx); err != nil {
 		return nil, w.errorf("%q %s: %s", "build.context", p.show(ctx), err)
@@ -230,7 +230,10 @@ func remoteContext(ctx string) bool {
 	return false
 }
 
-// ports: compose-go's long syntax to short "[host_ip:][published:]target[/protocol]".
+// ports: compose-go's long syntax to short "[host_ip:][published:]target[/protocol]"
+// (and "host_ip::target" for a host address without a published port,
+// where balena's parser writes "host_ip:target", which Docker reads as a
+// published port).
 func (p *parser) ports(w where, s map[string]any) error {
 	ports, ok := s["ports"].([]any)
 	if !ok {
@@ -244,10 +247,11 @@ func (p *parser) ports(w where, s map[string]any) error {
 			continue
 		}
 		var b strings.Builder
-		if ip := str(m["host_ip"]); ip != "" {
+		ip, pub := str(m["host_ip"]), str(m["published"])
+		if ip != "" {
 			b.WriteString(ip + ":")
 		}
-		if pub := str(m["published"]); pub != "" {
+		if pub != "" || ip != "" {
 			b.WriteString(pub + ":")
 		}
 		b.WriteString(str(m["target"]))

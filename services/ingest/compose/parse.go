@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -28,14 +29,14 @@ const projectName = "balena"
 // parser holds one Parse call.
 type parser struct {
 	root    string // absolute, symlinks resolved
-	file    string // as given, slash-separated, for messages
+	file    string // its name in the root, for messages
 	path    string // absolute path of the compose file
 	content []byte
 	warn    []string
 }
 
-// Parse loads the compose file (file, relative to root, e.g.
-// "docker-compose.yml") from the project in root and applies balena's
+// Parse loads the compose file (file is its name, "docker-compose.yml" or
+// "docker-compose.yaml") from the project in root and applies balena's
 // rules.
 //
 // Nothing comes from the builder's own environment: variables are
@@ -99,11 +100,12 @@ func newParser(root, file string) (*parser, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := filepath.FromSlash(file)
-	if !filepath.IsLocal(name) {
-		return nil, fmt.Errorf("compose: file %q is not a path inside the project", file)
+	// The file is in the root: relative paths in it are relative to the root.
+	name := file
+	if name == "" || name != filepath.Base(name) || !filepath.IsLocal(name) {
+		return nil, fmt.Errorf("compose: %q is not the name of a file in the project root", file)
 	}
-	p := &parser{root: abs, file: filepath.ToSlash(filepath.Clean(name)), path: filepath.Join(abs, name)}
+	p := &parser{root: abs, file: name, path: filepath.Join(abs, name)}
 
 	r, err := os.OpenRoot(abs)
 	if err != nil {
@@ -223,11 +225,15 @@ func projectMap(project *types.Project) (map[string]any, error) {
 func (p *parser) composeErr(err error) error {
 	msg := strings.ReplaceAll(err.Error(), p.root+string(filepath.Separator), "")
 	msg = strings.ReplaceAll(msg, p.root, ".")
+	// jsonschema's words for a key the compose specification does not have.
+	msg = falseSchema.ReplaceAllString(msg, `$1: unknown key "$2"`)
 	if !strings.Contains(msg, p.file) {
 		msg = p.file + ": " + msg
 	}
 	return &Error{Msg: msg}
 }
+
+var falseSchema = regexp.MustCompile(`([^\s:]+)\.([^.\s]+) false schema`)
 
 // inside checks that path (absolute) is inside the root, following
 // symlinks when it exists.
@@ -251,18 +257,37 @@ func (p *parser) within(path string) bool {
 }
 
 // show is how a path compose-go made absolute appears in a message,
-// quoted: relative to the project when inside it.
+// quoted: see display.
 func (p *parser) show(path string) string { return fmt.Sprintf("%q", p.display(path)) }
 
+// display shows an absolute path as the user likely wrote it: relative to
+// the project when inside it ("./app") or just above it ("../other",
+// "../../other"), as it is otherwise ("/home"). Messages then never show
+// where the builder keeps the project.
 func (p *parser) display(path string) string {
-	if !filepath.IsAbs(path) || !p.within(path) {
+	if !filepath.IsAbs(path) {
 		return path
 	}
-	rel, _ := filepath.Rel(p.root, path)
+	rel, err := filepath.Rel(p.root, path)
+	if err != nil {
+		return path
+	}
 	if rel == "." {
 		return "."
 	}
-	return "./" + filepath.ToSlash(rel)
+	if filepath.IsLocal(rel) {
+		return "./" + filepath.ToSlash(rel)
+	}
+	up := 0
+	for _, e := range strings.Split(rel, string(filepath.Separator)) {
+		if e == ".." {
+			up++
+		}
+	}
+	if up > 2 {
+		return path
+	}
+	return filepath.ToSlash(rel)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
