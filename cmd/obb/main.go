@@ -8,10 +8,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/open-balena-builder/builder/platform/config"
 	"github.com/open-balena-builder/builder/platform/redact"
@@ -56,6 +59,9 @@ func run(args []string) error {
 			return fmt.Errorf("invalid configuration:\n%w", err)
 		}
 		logger := newLogger(cfg.LogLevel)
+		// compose-go reports through logrus' global logger; what it says
+		// reaches users as the composition's warnings instead.
+		logrus.SetOutput(io.Discard)
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return serve(ctx, cfg, services, logger)
