@@ -54,9 +54,11 @@ test: deps
 test-unit:
 	$(GO) test -count=1 ./platform/... ./services/... ./plugins/sdk/...
 
-## fuzz: a short run of every fuzz target
+## fuzz: a short run of every fuzz target (FUZZTIME=1m make fuzz for longer)
+FUZZTIME ?= 15s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime 20s ./services/ingest/upload
+	$(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime $(FUZZTIME) ./services/ingest/upload
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./services/ingest/compose
 
 ## bench: push overhead and first byte against raw docker build + push
 bench: deps
