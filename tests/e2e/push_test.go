@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -323,5 +324,29 @@ func TestDrainedNativeHostFallsBackToEmulation(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("draining an unknown host: %d, want 404", resp.StatusCode)
+	}
+}
+
+// A wrong token is answered before the upload is read: a body that never
+// ends must not keep the answer back.
+func TestTokenCheckedBeforeTheBodyIsRead(t *testing.T) {
+	f := newFixture(t, "genericx86-64-ext")
+	for _, o := range []harness.PushOptions{
+		{Slug: f.fleet.Slug, Token: "wrong-token-0123456789abcdef"},
+		{Slug: "nobody/nothing", Token: f.token},
+	} {
+		pr, pw := io.Pipe()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		stop := context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) }) // unblock the client's body writer
+		res, err := harness.PushBody(ctx, env.BuilderURL, pr, o)
+		stop()
+		cancel()
+		pw.Close()
+		if err != nil {
+			t.Fatalf("%+v: %v (the builder waited for the body)", o.Slug, err)
+		}
+		if res.Status != 401 && res.Status != 404 {
+			t.Errorf("%s: status %d", o.Slug, res.Status)
+		}
 	}
 }

@@ -44,6 +44,9 @@ func NewMux(ctx context.Context, ingest ingestv1.IngestServiceClient, register [
 // streams the build (buildLogId first), or, with headless=true, one object.
 func BuildHandler(ingest ingestv1.IngestServiceClient, logger *slog.Logger) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+		// Answer without reading the body first (net/http would otherwise
+		// drain up to 256 KiB of an unread upload before a 401 goes out).
+		_ = http.NewResponseController(w).EnableFullDuplex()
 		q := r.URL.Query()
 		spec := &ingestv1.BuildSpec{Slug: q.Get("slug"), DockerfilePath: q.Get("dockerfilePath"),
 			Emulated: flag(q.Get("emulated")), Nocache: flag(q.Get("nocache")), Headless: flag(q.Get("headless")), IsDraft: flag(q.Get("isdraft"))}
@@ -209,6 +212,7 @@ func flag(v string) bool {
 // (balena-cli prints only the status line).
 func httpError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Connection", "close") // the rest of the upload is not wanted
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(msg)
 }
