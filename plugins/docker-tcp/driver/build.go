@@ -20,10 +20,20 @@ import (
 // Build builds spec with the daemon's classic builder, or with its BuildKit
 // when host.buildkit is set, pushes <image_ref>:latest with the spec's
 // registry token and returns the image id, the manifest digest and the image
-// size (from inspect). Cancelling ctx, or Cancel(job id), stops the build
-// (and removes the classic builder's containers).
+// size (from inspect). With pull_image it pulls that image instead of
+// building (buildContext is not read) and pushes it the same way.
+// Cancelling ctx, or Cancel(job id), stops the build (and removes the
+// classic builder's containers).
+//
+// registry_config gives the daemon the credentials for private base images
+// (and for pull_image); build secrets are mounted in every RUN step, with
+// BuildKit only (a classic-builder host refuses them before building).
 func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildContext io.Reader, logs sdk.LogSink) (*pluginv1.Result, error) {
 	if err := validateSpec(spec); err != nil {
+		return nil, err
+	}
+	auths, err := parseRegistryConfig(spec.GetJobId(), spec.GetRegistryConfig())
+	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -42,7 +52,12 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 
 	log := d.logger.With("job", spec.GetJobId(), "host", spec.GetHost().GetName(), "image", spec.GetImageRef())
 	start := time.Now()
-	imageID, err := d.build(ctx, c, spec, buildContext, logs)
+	var imageID string
+	if spec.GetPullImage() != "" {
+		imageID, err = d.pull(ctx, c, spec, auths, logs)
+	} else {
+		imageID, err = d.build(ctx, c, spec, auths, buildContext, logs)
+	}
 	if err != nil {
 		log.Info("build failed", "error", err, "elapsed", time.Since(start))
 		return nil, err
@@ -66,12 +81,12 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 
 // build runs the classic builder and returns the image id. On failure or
 // cancellation it makes sure the build's containers are gone.
-func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, buildContext io.Reader, logs sdk.LogSink) (string, error) {
+func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, auths registryAuths, buildContext io.Reader, logs sdk.LogSink) (string, error) {
 	if spec.GetHost().GetBuildkit() {
-		return d.buildKit(ctx, c, spec, buildContext, logs)
+		return d.buildKit(ctx, c, spec, auths, buildContext, logs)
 	}
 	out := &buildOutput{logs: logs}
-	err := runImageBuild(ctx, c, buildOptions(spec), buildContext, out.handle, out.flush)
+	err := runImageBuild(ctx, c, buildOptions(spec, auths), buildContext, out.handle, out.flush)
 	if err == nil {
 		return out.image()
 	}
@@ -85,15 +100,36 @@ func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.Bui
 }
 
 // buildKit builds with the daemon's BuildKit (POST /build?version=2, the
-// context as the request body, no session) and returns the image id.
+// context as the request body) and returns the image id. A build with
+// secrets or registry credentials gets a BuildKit session that serves them
+// (see startSession); with secrets, the Dockerfile is rewritten on its way
+// through the context so that every RUN mounts them (addSecretMounts).
 // Cancelling ctx closes the request, which makes the daemon cancel the
 // solve; the build is also cancelled by its build id (POST /build/cancel),
 // in case the closed connection does not reach the daemon (a proxy in
 // between). BuildKit's steps are no containers of the daemon: there are
 // none to remove.
-func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, buildContext io.Reader, logs sdk.LogSink) (string, error) {
-	opts := buildOptions(spec)
+func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, auths registryAuths, buildContext io.Reader, logs sdk.LogSink) (string, error) {
+	opts := buildOptions(spec, auths)
 	opts.BuildID = buildID(spec.GetJobId())
+	if len(spec.GetSecrets()) > 0 || len(auths) > 0 {
+		s, err := d.startSession(ctx, c, spec.GetJobId(), spec.GetSecrets(), auths)
+		if err != nil {
+			return "", fmt.Errorf("job %s: BuildKit session: %w", spec.GetJobId(), err)
+		}
+		defer s.Close()
+		opts.SessionID = s.ID()
+	}
+	var rewriter *dockerfileRewriter
+	if secrets := spec.GetSecrets(); len(secrets) > 0 {
+		dests := make([]string, len(secrets))
+		for i, s := range secrets {
+			dests[i] = s.GetDest()
+		}
+		rewriter = rewriteDockerfile(buildContext, dockerfileNames(spec), func(b []byte) []byte { return addSecretMounts(b, dests) })
+		defer rewriter.Close()
+		buildContext = rewriter
+	}
 	cancelled := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(cancelled)
@@ -109,9 +145,23 @@ func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.
 		<-cancelled
 	}
 	if err != nil {
+		if rewriter != nil && rewriter.Err() != nil && ctx.Err() == nil {
+			// The build failed because its context could not be rewritten.
+			return "", fmt.Errorf("job %s: %w", spec.GetJobId(), rewriter.Err())
+		}
 		return "", canceled(ctx, spec.GetJobId(), err)
 	}
 	return out.image()
+}
+
+// dockerfileNames are the paths the spec's Dockerfile may have in the
+// context: spec.dockerfile, or Dockerfile (or dockerfile, which the daemon
+// falls back to) by default.
+func dockerfileNames(spec *pluginv1.BuildSpec) []string {
+	if name := spec.GetDockerfile(); name != "" {
+		return []string{contextPath(name)}
+	}
+	return []string{"Dockerfile", "dockerfile"}
 }
 
 // buildID is the id a BuildKit build is known by on the daemon (for
@@ -137,7 +187,7 @@ func runImageBuild(ctx context.Context, c *client.Client, opts build.ImageBuildO
 	return flush()
 }
 
-func buildOptions(spec *pluginv1.BuildSpec) build.ImageBuildOptions {
+func buildOptions(spec *pluginv1.BuildSpec, auths registryAuths) build.ImageBuildOptions {
 	dockerfile := spec.GetDockerfile()
 	if dockerfile == "" {
 		dockerfile = "Dockerfile"
@@ -161,6 +211,8 @@ func buildOptions(spec *pluginv1.BuildSpec) build.ImageBuildOptions {
 		ForceRemove: true,
 		NetworkMode: spec.GetHost().GetNetworkMode(),
 		Version:     version,
+		Target:      spec.GetTarget(),
+		AuthConfigs: auths.forDaemon(), // X-Registry-Config, for the classic builder's FROM pulls
 	}
 }
 

@@ -153,11 +153,11 @@ func TestBuildKitOutputCanceledAndUnreadable(t *testing.T) {
 
 func TestBuildOptionsBuilderAndNetwork(t *testing.T) {
 	spec := &pluginv1.BuildSpec{JobId: "j", ImageRef: "r/v2/x", Host: &pluginv1.HostConfig{NetworkMode: "none"}}
-	if o := buildOptions(spec); o.Version != build.BuilderV1 || o.NetworkMode != "none" || o.Tags[0] != "r/v2/x:latest" {
+	if o := buildOptions(spec, nil); o.Version != build.BuilderV1 || o.NetworkMode != "none" || o.Tags[0] != "r/v2/x:latest" {
 		t.Errorf("classic options: version %q network %q tags %v", o.Version, o.NetworkMode, o.Tags)
 	}
 	spec.Host.Buildkit, spec.Host.NetworkMode = true, "host"
-	if o := buildOptions(spec); o.Version != build.BuilderBuildKit || o.NetworkMode != "host" {
+	if o := buildOptions(spec, nil); o.Version != build.BuilderBuildKit || o.NetworkMode != "host" {
 		t.Errorf("BuildKit options: version %q network %q", o.Version, o.NetworkMode)
 	}
 	if a, b := buildID("j"), buildID("j"); a == b || !strings.HasPrefix(a, "obb-j-") {

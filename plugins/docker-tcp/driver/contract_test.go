@@ -22,7 +22,7 @@ import (
 // go-plugin harness (the real gRPC boundary), and as a plugin process built
 // from main.go and started with sdk.Launch.
 func TestContract(t *testing.T) {
-	env := startStack(t)
+	env, login := startStack(t)
 	bin := buildPlugin(t)
 
 	buildkit := env
@@ -30,6 +30,7 @@ func TestContract(t *testing.T) {
 	t.Run("classic", func(t *testing.T) { runContract(t, env, bin) })
 	t.Run("buildkit", func(t *testing.T) { runContract(t, buildkit, bin) })
 	t.Run("NetworkMode", func(t *testing.T) { testNetworkMode(t, env) })
+	t.Run("RegistryConfig", func(t *testing.T) { testRegistryConfig(t, env, login) })
 }
 
 func runContract(t *testing.T, env sdktest.Env, bin string) {

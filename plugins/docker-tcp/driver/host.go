@@ -28,7 +28,9 @@ const buildKitMinAPI = "1.39"
 
 // Capabilities reports the daemon's own platform and engine version, and
 // BuildKit when the daemon is a Linux one speaking API 1.39 or later.
-// Secrets are reported false: builds carry no BuildKit session.
+// Secrets are reported when the host builds with BuildKit (host.buildkit)
+// and the daemon can: they are mounted through a BuildKit session, which
+// the classic builder has not.
 func (d *Driver) Capabilities(ctx context.Context, host *pluginv1.HostConfig) (*pluginv1.CapabilitiesResponse, error) {
 	c, err := newClient(host)
 	if err != nil {
@@ -43,9 +45,11 @@ func (d *Driver) Capabilities(ctx context.Context, host *pluginv1.HostConfig) (*
 	if err != nil {
 		return nil, engineError(fmt.Sprintf("info %s", host.GetEndpoint()), err)
 	}
+	buildkit := buildKitCapable(info.OSType, ping.APIVersion)
 	return &pluginv1.CapabilitiesResponse{
 		NativePlatforms: []string{platform(info.OSType, info.Architecture)},
-		Buildkit:        buildKitCapable(info.OSType, ping.APIVersion),
+		Buildkit:        buildkit,
+		Secrets:         buildkit && host.GetBuildkit(),
 		EngineVersion:   info.ServerVersion,
 	}, nil
 }

@@ -3,8 +3,11 @@ package driver
 import (
 	"fmt"
 	"regexp"
+	"slices"
+	"strings"
 
 	"github.com/distribution/reference"
+	"github.com/moby/buildkit/session/secrets/secretsprovider"
 
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
@@ -28,8 +31,51 @@ func validateSpec(spec *pluginv1.BuildSpec) error {
 	if m := spec.GetHost().GetNetworkMode(); !validNetworkMode(m) {
 		return fmt.Errorf("job %s: host network_mode %q: use none, host, default or a network name: %w", spec.GetJobId(), m, sdk.ErrInvalidArgument)
 	}
+	if img := spec.GetPullImage(); img != "" {
+		// Nothing is built: the secrets and the target do not apply.
+		if _, err := reference.ParseNormalizedNamed(img); err != nil {
+			return fmt.Errorf("job %s: pull_image %q: %v: %w", spec.GetJobId(), img, err, sdk.ErrInvalidArgument)
+		}
+		return nil
+	}
+	return validateSecrets(spec)
+}
+
+// secretDestRE is a secret's path under /run/secrets: relative, of plain
+// names (no blanks, commas or quotes: it goes into a RUN --mount flag).
+var secretDestRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`)
+
+// validateSecrets checks the build secrets: only BuildKit can mount them,
+// each needs a distinct plain path and fits BuildKit's size limit.
+func validateSecrets(spec *pluginv1.BuildSpec) error {
+	secrets := spec.GetSecrets()
+	if len(secrets) == 0 {
+		return nil
+	}
+	if !spec.GetHost().GetBuildkit() {
+		return fmt.Errorf("job %s: build secrets need BuildKit: host %q uses the classic builder; set DOCKER_BUILDKIT=1 or buildkit: true for this host: %w",
+			spec.GetJobId(), spec.GetHost().GetName(), sdk.ErrInvalidArgument)
+	}
+	seen := make(map[string]bool, len(secrets))
+	for _, s := range secrets {
+		dest := s.GetDest()
+		if !secretDestRE.MatchString(dest) || slices.Contains(strings.Split(dest, "/"), ".") || slices.Contains(strings.Split(dest, "/"), "..") {
+			return fmt.Errorf("job %s: build secret dest %q: want a relative path of letters, digits, '.', '_' and '-' (mounted at %s<dest>): %w",
+				spec.GetJobId(), dest, secretsDir, sdk.ErrInvalidArgument)
+		}
+		if seen[dest] {
+			return fmt.Errorf("job %s: build secret dest %q given twice: %w", spec.GetJobId(), dest, sdk.ErrInvalidArgument)
+		}
+		seen[dest] = true
+		if n := len(s.GetContent()); n > maxSecretSize {
+			return fmt.Errorf("job %s: build secret %q is %d bytes; BuildKit takes at most %d: %w", spec.GetJobId(), dest, n, maxSecretSize, sdk.ErrInvalidArgument)
+		}
+	}
 	return nil
 }
+
+// maxSecretSize is BuildKit's limit on the size of a secret.
+const maxSecretSize = secretsprovider.MaxSecretSize
 
 // networkNameRE is what Docker accepts as a network name; "none", "host"
 // and "default" are names too.

@@ -22,11 +22,18 @@ import (
 	"github.com/open-balena-builder/builder/tests/stack"
 )
 
+// registryLogin is a user name and password the test registry's token
+// realm (the API stand-in) takes: the builder's, which may pull and push
+// every repository.
+type registryLogin struct {
+	registry, username, password string
+}
+
 // startStack installs the dependencies (scripts/deps.sh), then starts a
 // private dockerd with busybox loaded, the API stand-in (registry token
 // realm) and a token-auth registry, all stopped when t ends. It returns the
-// contract suite's Env.
-func startStack(t *testing.T) sdktest.Env {
+// contract suite's Env and a login for the registry.
+func startStack(t *testing.T) (sdktest.Env, registryLogin) {
 	t.Helper()
 	runDeps(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -82,7 +89,7 @@ func startStack(t *testing.T) sdktest.Env {
 			return registryToken(t, apiSrv.URL, regAddr, builderToken, repo)
 		},
 		HostProcesses: localProcesses, // the private dockerd runs on this machine
-	}
+	}, registryLogin{registry: regAddr, username: "builder", password: builderToken}
 }
 
 // localProcesses returns the command lines (arguments joined by spaces) of

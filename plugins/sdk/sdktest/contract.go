@@ -20,6 +20,14 @@ import (
 // runs RUN steps in no container of the daemon: the suite checks that its
 // RUN process stops with HostProcesses, when the caller can see the host's
 // processes, and otherwise only that Build returns Canceled promptly.
+//
+// Besides building, the suite checks the spec's other features on every
+// host: target (only the named stage is built), pull_image (of an image
+// only the host has: the suite tags BaseImage as localonly/busybox:contract,
+// whose pull fails, and the plugin must use the host's copy) and build
+// secrets: on a BuildKit host a RUN reads one and no layer of the saved
+// image holds it; a classic-builder host refuses the build with an
+// invalid-argument error that names BuildKit.
 type Env struct {
 	// Host is the build host handed to the plugin (its buildkit and
 	// network_mode apply to every build of the suite).
@@ -64,6 +72,13 @@ func RunContract(t *testing.T, newExec func(t *testing.T) sdk.Executor, env Env)
 	t.Run("Health", func(t *testing.T) { testHealth(t, newExec(t), env) })
 	t.Run("Build", func(t *testing.T) { testBuild(t, newExec(t), env) })
 	t.Run("BuildFails", func(t *testing.T) { testBuildFails(t, newExec(t), env) })
+	t.Run("Target", func(t *testing.T) { testTarget(t, newExec(t), env) })
+	t.Run("PullImage", func(t *testing.T) { testPullImage(t, newExec(t), env) })
+	if env.Host.GetBuildkit() {
+		t.Run("Secrets", func(t *testing.T) { testSecrets(t, newExec(t), env) })
+	} else {
+		t.Run("SecretsNeedBuildKit", func(t *testing.T) { testSecretsClassic(t, newExec(t), env) })
+	}
 	t.Run("CancelContext", func(t *testing.T) { testCancel(t, newExec(t), env, false) })
 	t.Run("CancelJob", func(t *testing.T) { testCancel(t, newExec(t), env, true) })
 	t.Run("CancelUnknownJob", func(t *testing.T) { testCancelUnknown(t, newExec(t)) })
@@ -97,6 +112,10 @@ func testCapabilities(t *testing.T, exec sdk.Executor, env Env) {
 	}
 	if env.Host.GetBuildkit() && !caps.GetBuildkit() {
 		t.Errorf("Capabilities = %v, want buildkit: the suite builds with host.buildkit on this host", caps)
+	}
+	if caps.GetSecrets() != env.Host.GetBuildkit() {
+		t.Errorf("Capabilities = %v, want secrets %v: build secrets need BuildKit, and the suite builds with host.buildkit %v",
+			caps, env.Host.GetBuildkit(), env.Host.GetBuildkit())
 	}
 }
 
