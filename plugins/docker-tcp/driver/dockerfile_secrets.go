@@ -261,8 +261,16 @@ func missingSecretFlags(args string, dests []string, escape byte) []string {
 			out = append(out, secretMountFlag(d))
 		}
 	}
+	if len(out) > 0 {
+		// A tmpfs under the secrets keeps their names out of the layer: the
+		// mount points BuildKit creates for them stay in the image otherwise.
+		out = append([]string{secretsTmpfsFlag}, out...)
+	}
 	return out
 }
+
+// secretsTmpfsFlag mounts an empty tmpfs at /run/secrets for the RUN step.
+const secretsTmpfsFlag = "--mount=type=tmpfs,target=/run/secrets"
 
 // secretMountTarget returns the target of a --mount value of type secret
 // ("" for other mounts), defaulted as BuildKit does: /run/secrets/<id>.

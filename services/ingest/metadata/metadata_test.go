@@ -396,13 +396,8 @@ func TestRegistryConfigJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc := m.RegistryConfigJSON()
-	raw, err := base64.URLEncoding.DecodeString(enc)
-	if err != nil {
-		t.Fatalf("not base64url: %v", err)
-	}
 	var got map[string]map[string]string
-	if err := json.Unmarshal(raw, &got); err != nil {
+	if err := json.Unmarshal([]byte(m.RegistryConfigJSON()), &got); err != nil {
 		t.Fatal(err)
 	}
 	eq(t, "X-Registry-Config", got, map[string]map[string]string{

@@ -1,7 +1,6 @@
 package metadata
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"os"
 	"regexp"
@@ -155,9 +154,9 @@ type authConfig struct {
 	ServerAddress string `json:"serveraddress"`
 }
 
-// RegistryConfigJSON returns the X-Registry-Config header value for the
-// Docker Engine API build: base64url (padded, as the Docker CLI sends it)
-// of the JSON map host → {"username","password","serveraddress"}; "" if
+// RegistryConfigJSON returns the JSON of the Docker Engine API's
+// X-Registry-Config (the plugin encodes the header): a map host →
+// {"username","password","serveraddress"}; "" if
 // there are no registry secrets. The value carries passwords: send it,
 // never log it.
 func (m *Metadata) RegistryConfigJSON() string {
@@ -172,5 +171,5 @@ func (m *Metadata) RegistryConfigJSON() string {
 	if err != nil {
 		return "" // strings only: cannot happen
 	}
-	return base64.URLEncoding.EncodeToString(b)
+	return string(b)
 }
