@@ -97,9 +97,10 @@ func (e errNoHost) Error() string {
 // when suitable hosts exist but are all busy (the job waits), and an
 // errNoHost when none can build the architecture at all.
 //
-// Order: architecture first (native unless the user asked for emulation,
-// then the other kind), then a free slot, then cache affinity (the host that
-// built this fleet's service last), then least loaded, then name.
+// Order: architecture first (native unless the user asked for emulation;
+// the other kind only when no host of the preferred kind is in the pool),
+// then a free slot, then cache affinity (the host that built this fleet's
+// service last), then least loaded, then name.
 func (p *pool) place(arch string, wantEmulated bool, affinityKey string) (placement, bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -135,12 +136,16 @@ func (p *pool) place(arch string, wantEmulated bool, affinityKey string) (placem
 		// Waiting would only end at the build timeout: say what is wrong now.
 		return placement{}, false, errUnreachable{arch: arch, problems: problems}
 	}
+	// The preferred kind (native, or emulated when asked) takes the job
+	// whenever such a host is in the pool, even busy: the job waits for it
+	// rather than being built the other way.
+	preferred := slices.ContainsFunc(cands, func(c cand) bool { return c.emulated == wantEmulated })
+	if preferred {
+		cands = slices.DeleteFunc(cands, func(c cand) bool { return c.emulated != wantEmulated })
+	}
 	last := p.affinity[affinityKey]
 	sort.Slice(cands, func(i, j int) bool {
 		a, b := cands[i], cands[j]
-		if a.emulated != b.emulated {
-			return a.emulated == wantEmulated
-		}
 		af, bf := a.h.free() > 0, b.h.free() > 0
 		if af != bf {
 			return af

@@ -63,6 +63,17 @@ func TestPlace(t *testing.T) {
 	}
 }
 
+func TestBusyNativeHostIsWaitedFor(t *testing.T) {
+	p := testPool(h("amd", amd, arm, 1), h("arm", arm, amd, 1))
+	if got, ok, _ := p.place("amd64", false, "k"); !ok || got.host != "amd" {
+		t.Fatalf("first job on %+v", got)
+	}
+	// amd is full: the next amd64 job waits instead of going to arm emulated.
+	if got, ok, err := p.place("amd64", false, "k"); ok || err != nil {
+		t.Fatalf("second job placed on %+v (err %v), want it to wait for the native host", got, err)
+	}
+}
+
 func TestPlaceSlotsDrainAffinity(t *testing.T) {
 	p := testPool(h("a", amd, nil, 1), h("b", amd, nil, 1))
 	first, _, _ := p.place("amd64", false, "k")

@@ -165,7 +165,7 @@ func TestCLIComposeThreeServices(t *testing.T) {
 func TestComposeSecretsOnAClassicHostAreRefused(t *testing.T) {
 	f := newFixture(t, "genericx86-64-ext") // the amd64 host has only the classic builder
 	files := threeServices(f)
-	files["frontend/Dockerfile.template"] = "FROM busybox\nRUN sleep 30\n"
+	files["frontend/Dockerfile.template"] = "FROM busybox\nRUN sleep 5\n"
 	res := push(t, f, project(t, files), harness.PushOptions{})
 	text := res.Text()
 	if !res.IsError || !strings.Contains(text, "build secrets need BuildKit") {
