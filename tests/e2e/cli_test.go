@@ -79,6 +79,11 @@ func TestCLIFlags(t *testing.T) {
 		if target, _ := env.API.FleetTarget(f.fleet.ID); target != id {
 			t.Errorf("fleet target %d, want %d", target, id)
 		}
+		imgs := imagesOf(t, id)
+		if len(imgs) != 1 || imgs[0].Status != "success" {
+			t.Fatalf("images %+v", imgs)
+		}
+		assertPullableByDigest(t, imgs[0].Location, imgs[0].ContentHash)
 		for _, want := range []string{"[Info] Starting build for " + f.fleet.AppName + ", user", "[Info] Building on amd64", "[Success] Release successfully created!", "│ Service │ Image Size │ Build Time │"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("output lacks %q", want)
