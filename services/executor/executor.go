@@ -86,7 +86,11 @@ func (s *Server) Register(ctx context.Context, scheduler schedulerv1.SchedulerSe
 			}
 			was[h.GetName()] = h.GetHealthy()
 		}
-		if _, err := scheduler.RegisterHosts(ctx, &schedulerv1.RegisterHostsRequest{Hosts: hosts}); err != nil && ctx.Err() == nil {
+		// Wait for the scheduler to come up (services may start in any order).
+		rctx, cancel := context.WithTimeout(ctx, interval)
+		_, err := scheduler.RegisterHosts(rctx, &schedulerv1.RegisterHostsRequest{Hosts: hosts}, grpc.WaitForReady(true))
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			s.log.Warn("cannot register hosts with the scheduler", "error", err)
 		}
 		select {

@@ -40,6 +40,9 @@ type Options struct {
 	Env []string
 	// BuilderLog, when set, receives the builder's stderr.
 	BuilderLog *os.File
+	// Split runs each service in its own process (`obb serve release`,
+	// `scheduler`, `executor`, `ingest`) instead of `obb serve all`.
+	Split bool
 }
 
 // Stack is a running builder with everything it talks to.
@@ -56,8 +59,9 @@ type Stack struct {
 	DataDir                              string
 
 	apiSrv  *http.Server
-	builder *exec.Cmd
-	exited  chan error
+	builders []*exec.Cmd // the obb processes; the last one serves HTTP
+	exited   chan error
+	logFile  *os.File
 	logf    func(string, ...any)
 }
 
@@ -137,7 +141,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s = &Stack{Root: root, logf: logf, exited: make(chan error, 1)}
+	s = &Stack{Root: root, logf: logf, exited: make(chan error, 4)}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -249,23 +253,29 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
 		args = append(args, "--config", conf)
 	}
 	env = append(env, o.Env...)
-	cmd := exec.Command(filepath.Join(s.Root, "bin", "obb"), append(args, "all")...)
-	cmd.Env = env
 	logPath := filepath.Join(s.Root, "obb.log")
 	lf, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
-	cmd.Stderr, cmd.Stdout = lf, lf
-	if o.BuilderLog != nil {
-		cmd.Stderr = o.BuilderLog
+	s.logFile = lf
+	services := []string{"all"}
+	if o.Split {
+		services = []string{"release", "scheduler", "executor", "ingest"}
 	}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return err
+	for _, svc := range services {
+		cmd := exec.Command(filepath.Join(s.Root, "bin", "obb"), append(args, svc)...)
+		cmd.Env = env
+		cmd.Stderr, cmd.Stdout = lf, lf
+		if o.BuilderLog != nil {
+			cmd.Stderr = o.BuilderLog
+		}
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		s.builders = append(s.builders, cmd)
+		go func() { s.exited <- cmd.Wait() }()
 	}
-	s.builder = cmd
-	go func() { s.exited <- cmd.Wait(); lf.Close() }()
 	return s.waitReady(ctx)
 }
 
@@ -303,7 +313,7 @@ func (s *Stack) waitReady(ctx context.Context) error {
 // BuilderPeakRSS is the builder process's peak resident memory (VmHWM), in
 // bytes; the executor plugins are separate processes, not counted.
 func (s *Stack) BuilderPeakRSS() (int64, error) {
-	return PeakRSS(s.builder.Process.Pid)
+	return PeakRSS(s.builders[len(s.builders)-1].Process.Pid)
 }
 
 // PeakRSS reads VmHWM of a process from /proc.
@@ -339,14 +349,22 @@ func (s *Stack) BuilderLog() string {
 
 // Stop stops everything and removes the stack's files.
 func (s *Stack) Stop() {
-	if s.builder != nil && s.builder.Process != nil {
-		_ = s.builder.Process.Signal(os.Interrupt)
+	for _, b := range s.builders {
+		_ = b.Process.Signal(os.Interrupt)
+	}
+	deadline := time.After(15 * time.Second)
+	for range s.builders {
 		select {
 		case <-s.exited:
-		case <-time.After(15 * time.Second):
-			_ = s.builder.Process.Kill()
+		case <-deadline:
+			for _, b := range s.builders {
+				_ = b.Process.Kill()
+			}
 			<-s.exited
 		}
+	}
+	if s.logFile != nil {
+		s.logFile.Close()
 	}
 	if s.apiSrv != nil {
 		_ = s.apiSrv.Close()
