@@ -45,14 +45,19 @@ lint: tools
 deps:
 	bash scripts/deps.sh
 
-## test: everything, end to end included (installs and starts what it needs)
+UNIT_PKGS := ./platform/... ./services/ingest/... ./services/scheduler/... ./services/executor/... \
+             ./services/release/... ./plugins/sdk/... ./cmd/obb/...
+
+## test: everything, end to end included (installs and starts what it needs);
+## the tests that need no daemon run again under the race detector
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 30m $(PKGS)
+	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 ## test-unit: the tests that need no daemon
 test-unit:
-	$(GO) test -count=1 ./platform/... ./services/... ./plugins/sdk/...
+	$(GO) test -count=1 $(UNIT_PKGS)
 
 ## fuzz: a short run of every fuzz target (FUZZTIME=1m make fuzz for longer)
 FUZZTIME ?= 15s
