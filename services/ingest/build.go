@@ -63,6 +63,26 @@ func (b *build) service(name string) *serviceRun {
 	return s
 }
 
+// forgetSecrets drops what the build no longer needs and must not keep:
+// the user's token, build secrets and registry credentials. The finished
+// build stays watchable without them.
+func (b *build) forgetSecrets() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.token = ""
+	b.plan.RegistryConfig = ""
+	for i := range b.plan.Services {
+		b.plan.Services[i].Secrets = nil
+	}
+}
+
+// userToken is the pushing user's token ("" once the build ended).
+func (b *build) userToken() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.token
+}
+
 func (b *build) view() *ingestv1.Build {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -63,6 +63,8 @@ func (s *Server) GetBuildSecrets(_ context.Context, req *ingestv1.GetBuildSecret
 	if svc == nil {
 		return nil, status.Errorf(codes.NotFound, "build %s has no service %q", b.id, req.GetService())
 	}
+	b.mu.Lock() // forgetSecrets clears them when the build ends
+	defer b.mu.Unlock()
 	resp := &ingestv1.GetBuildSecretsResponse{RegistryConfig: b.plan.RegistryConfig}
 	for _, sec := range svc.Secrets {
 		resp.Secrets = append(resp.Secrets, &ingestv1.BuildSecret{Dest: sec.Dest, Content: sec.Content})

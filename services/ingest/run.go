@@ -25,6 +25,7 @@ func (s *Server) run(b *build, spec *ingestv1.BuildSpec) {
 	defer func() {
 		close(done)
 		b.cancel(nil)
+		b.forgetSecrets()
 		if err := removeAll(b.dir); err != nil {
 			s.log.Warn("cannot remove a build's upload", "build", b.id, "error", err)
 		}
@@ -150,7 +151,7 @@ func (s *Server) pollReleaseStatus(b *build, done <-chan struct{}) {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StatusPoll)
-		st, err := s.release.GetReleaseStatus(ctx, &releasev1.GetReleaseStatusRequest{UserToken: b.token, ReleaseId: b.releaseID})
+		st, err := s.release.GetReleaseStatus(ctx, &releasev1.GetReleaseStatusRequest{UserToken: b.userToken(), ReleaseId: b.releaseID})
 		cancel()
 		if err == nil && st.GetStatus() == "cancelled" {
 			b.cancel(errCancelled("the release was cancelled through the API"))
@@ -167,7 +168,7 @@ func (s *Server) closeImages(b *build, final buildv1.BuildState, why string) {
 		b.mu.Lock()
 		state, result, failure := run.state, run.result, run.failure
 		b.mu.Unlock()
-		req := &releasev1.FinishImageRequest{UserToken: b.token, ImageId: img.GetImageId(), Dockerfile: string(svc.Content),
+		req := &releasev1.FinishImageRequest{UserToken: b.userToken(), ImageId: img.GetImageId(), Dockerfile: string(svc.Content),
 			ProjectType: svc.ProjectType, BuildLog: run.log.String()}
 		switch {
 		case state == buildv1.JobState_JOB_STATE_SUCCEEDED && final != buildv1.BuildState_BUILD_STATE_CANCELLED:
@@ -200,7 +201,7 @@ func (s *Server) closeRelease(b *build, final buildv1.BuildState) buildv1.BuildS
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
-	resp, err := s.release.FinishRelease(ctx, &releasev1.FinishReleaseRequest{UserToken: b.token, ReleaseId: b.releaseID, Status: st})
+	resp, err := s.release.FinishRelease(ctx, &releasev1.FinishReleaseRequest{UserToken: b.userToken(), ReleaseId: b.releaseID, Status: st})
 	if err != nil {
 		s.log.Error("cannot record the release's outcome", "build", b.id, "error", status.Convert(err).Message())
 		b.say(buildv1.Level_LEVEL_ERROR, "Could not record the release's outcome: %s", status.Convert(err).Message())
@@ -216,13 +217,13 @@ func (s *Server) closeRelease(b *build, final buildv1.BuildState) buildv1.BuildS
 func (s *Server) abandon(b *build, why string) {
 	for _, img := range b.images {
 		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-		_, _ = s.release.FinishImage(ctx, &releasev1.FinishImageRequest{UserToken: b.token, ImageId: img.GetImageId(),
+		_, _ = s.release.FinishImage(ctx, &releasev1.FinishImageRequest{UserToken: b.userToken(), ImageId: img.GetImageId(),
 			Status: releasev1.Status_STATUS_FAILED, ErrorMessage: why})
 		cancel()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
-	_, _ = s.release.FinishRelease(ctx, &releasev1.FinishReleaseRequest{UserToken: b.token, ReleaseId: b.releaseID, Status: releasev1.Status_STATUS_FAILED})
+	_, _ = s.release.FinishRelease(ctx, &releasev1.FinishReleaseRequest{UserToken: b.userToken(), ReleaseId: b.releaseID, Status: releasev1.Status_STATUS_FAILED})
 }
 
 func firstNonEmpty(v ...string) string {
