@@ -73,6 +73,10 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 		defer cancel()
 		_ = shutdown(sctx)
 	}()
+	metrics, err := telemetry.NewMetrics()
+	if err != nil {
+		return err
+	}
 	peers := &clients{conns: map[string]*grpc.ClientConn{}}
 	defer peers.close()
 	releaseConn, err := peers.conn(cfg.Listen.Release)
@@ -140,13 +144,17 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 		}
 	}
 	if services["scheduler"] {
-		srv := scheduler.New(scheduler.Config{BuildTimeout: cfg.Limits.BuildTimeout}, func(addr string) (executorv1.ExecutorServiceClient, error) {
-			cc, err := peers.conn(addr)
-			if err != nil {
-				return nil, err
-			}
-			return executorv1.NewExecutorServiceClient(cc), nil
-		}, logger.With("service", "scheduler"))
+		srv, err := scheduler.New(scheduler.Config{BuildTimeout: cfg.Limits.BuildTimeout, Meter: metrics.Meter("scheduler")},
+			func(addr string) (executorv1.ExecutorServiceClient, error) {
+				cc, err := peers.conn(addr)
+				if err != nil {
+					return nil, err
+				}
+				return executorv1.NewExecutorServiceClient(cc), nil
+			}, logger.With("service", "scheduler"))
+		if err != nil {
+			return fail(err)
+		}
 		if err := start("scheduler", cfg.Listen.Scheduler, func(s *grpc.Server) { schedulerv1.RegisterSchedulerServiceServer(s, srv) }); err != nil {
 			return fail(err)
 		}
@@ -185,7 +193,7 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 	var httpSrv *http.Server
 	if services["ingest"] {
 		srv, err := ingest.New(ingest.Config{
-			DataDir: cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second,
+			DataDir: cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second, Meter: metrics.Meter("ingest"),
 			Limits: upload.Limits{MaxCompressedBytes: cfg.Limits.MaxUploadBytes, MaxUncompressedBytes: cfg.Limits.MaxContextBytes, MaxEntries: cfg.Limits.MaxEntries},
 		}, releaseClient, schedulerClient, logger.With("service", "ingest"))
 		if err != nil {
@@ -212,7 +220,7 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 		if err != nil {
 			return fail(fmt.Errorf("http: listen %s: %w", cfg.Listen.HTTP, err))
 		}
-		httpSrv = &http.Server{Handler: otelhttp.NewHandler(withHealth(mux), "http"), ReadHeaderTimeout: 30 * time.Second}
+		httpSrv = &http.Server{Handler: otelhttp.NewHandler(withOps(mux, metrics.Handler()), "http"), ReadHeaderTimeout: 30 * time.Second}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -223,16 +231,34 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 		}()
 	}
 
+	var metricsSrv *http.Server
+	if cfg.Listen.Metrics != "" {
+		lis, err := net.Listen("tcp", cfg.Listen.Metrics)
+		if err != nil {
+			return fail(fmt.Errorf("metrics: listen %s: %w", cfg.Listen.Metrics, err))
+		}
+		metricsSrv = &http.Server{Handler: withOps(http.NotFoundHandler(), metrics.Handler()), ReadHeaderTimeout: 30 * time.Second}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := metricsSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+	}
+
 	select {
 	case <-ctx.Done():
 	case err := <-errs:
 		logger.Error("service stopped", "error", err)
 	}
 	logger.Info("shutting down")
-	if httpSrv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = httpSrv.Shutdown(sctx)
-		cancel()
+	for _, hs := range []*http.Server{httpSrv, metricsSrv} {
+		if hs != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = hs.Shutdown(sctx)
+			cancel()
+		}
 	}
 	for _, s := range servers {
 		stopped := make(chan struct{})
@@ -247,13 +273,17 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 	return nil
 }
 
-// withHealth adds GET /ping (like open-balena-api's) for load balancers.
-func withHealth(next http.Handler) http.Handler {
+// withOps adds GET /ping (like open-balena-api's) for load balancers and
+// GET /metrics for Prometheus.
+func withOps(next, metrics http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/ping" {
+		switch r.URL.Path {
+		case "/ping":
 			_, _ = w.Write([]byte("OK"))
-			return
+		case "/metrics":
+			metrics.ServeHTTP(w, r)
+		default:
+			next.ServeHTTP(w, r)
 		}
-		next.ServeHTTP(w, r)
 	})
 }

@@ -55,6 +55,9 @@ type Listen struct {
 	Scheduler string `yaml:"scheduler"`
 	Executor  string `yaml:"executor"`
 	Release   string `yaml:"release"`
+	// Metrics serves GET /metrics on its own (optional: the HTTP address
+	// serves it too when ingest runs in the process).
+	Metrics string `yaml:"metrics"`
 }
 
 // Limits bound what one push may use.
@@ -176,6 +179,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	set(&c.Listen.Scheduler, "OBB_SCHEDULER_ADDR")
 	set(&c.Listen.Executor, "OBB_EXECUTOR_ADDR")
 	set(&c.Listen.Release, "OBB_RELEASE_ADDR")
+	set(&c.Listen.Metrics, "OBB_METRICS_ADDR")
 	if v := getenv("DOCKER_BUILDKIT"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

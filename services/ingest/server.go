@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -46,6 +47,8 @@ type Config struct {
 	// StatusPoll is how often a running build checks whether its release
 	// was cancelled through the API (balena-cli's Ctrl-C). 0 disables.
 	StatusPoll time.Duration
+	// Meter records ingest's metrics (nil: none).
+	Meter metric.Meter
 }
 
 // Server implements IngestService and ContextService.
@@ -57,6 +60,7 @@ type Server struct {
 	release   releasev1.ReleaseServiceClient
 	scheduler schedulerv1.SchedulerServiceClient
 	log       *slog.Logger
+	metrics   *metrics
 
 	builds  *recent.Set[*build]
 	running sync.WaitGroup
@@ -70,7 +74,11 @@ func New(cfg Config, release releasev1.ReleaseServiceClient, scheduler scheduler
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "builds"), 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	return &Server{cfg: cfg, release: release, scheduler: scheduler, log: logger, builds: recent.New[*build](cfg.KeepBuilds)}, nil
+	m, err := newMetrics(cfg.Meter)
+	if err != nil {
+		return nil, fmt.Errorf("ingest metrics: %w", err)
+	}
+	return &Server{cfg: cfg, release: release, scheduler: scheduler, log: logger, metrics: m, builds: recent.New[*build](cfg.KeepBuilds)}, nil
 }
 
 // Wait blocks until every background build has ended (for shutdown and tests).
@@ -176,6 +184,7 @@ func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[in
 		}
 		return nil, status.Errorf(codes.Internal, "cannot store the upload: %v", err)
 	}
+	s.metrics.uploaded.Add(ctx, stats.CompressedBytes)
 	fleet := auth.GetFleet()
 	target := project.Target{AppName: fleet.GetAppName(), DeviceType: fleet.GetDeviceType(), Arch: fleet.GetArch()}
 	plan, err := project.Resolve(src, spec.GetDockerfilePath(), target)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -27,12 +28,15 @@ func logEvent(j *buildv1.Job, level buildv1.Level, text string) *buildv1.Event {
 // runJob places one job, runs it and reports its end. It always ends the
 // job, whatever happens.
 func (s *Server) runJob(b *build, j *buildv1.Job) {
-	failure := s.placeAndRun(b, j)
+	start := time.Now()
+	failure, state := s.placeAndRun(b, j)
+	s.metrics.ended(state, start)
 	s.jobDone(b, j, failure)
 }
 
-// placeAndRun returns "" when the job succeeded, else why it did not.
-func (s *Server) placeAndRun(b *build, j *buildv1.Job) string {
+// placeAndRun returns "" when the job succeeded, else why it did not, and
+// the job's final state.
+func (s *Server) placeAndRun(b *build, j *buildv1.Job) (string, buildv1.JobState) {
 	key := j.GetFleet() + "/" + j.GetService()
 	var p placement
 	warned := false
@@ -42,17 +46,21 @@ func (s *Server) placeAndRun(b *build, j *buildv1.Job) string {
 		var err error
 		p, ok, err = s.pool.place(j.GetArch(), j.GetEmulated(), key)
 		if err != nil {
+			s.stopWaiting(warned)
 			return s.endJob(b, j, buildv1.JobState_JOB_STATE_FAILED, "", err.Error())
 		}
 		if ok {
+			s.stopWaiting(warned)
 			break
 		}
 		if !warned {
 			b.hub.Publish(logEvent(j, buildv1.Level_LEVEL_INFO, fmt.Sprintf("Waiting for a free %s build host...", j.GetArch())))
+			s.metrics.waiting.Add(context.Background(), 1)
 			warned = true
 		}
 		select {
 		case <-b.ctx.Done():
+			s.stopWaiting(warned)
 			return s.endJob(b, j, stateFor(b.ctx), "", causeText(b.ctx))
 		case <-freed:
 		}
@@ -64,17 +72,24 @@ func (s *Server) placeAndRun(b *build, j *buildv1.Job) string {
 	s.pool.release(p.host, key, state == buildv1.JobState_JOB_STATE_SUCCEEDED)
 	if state == buildv1.JobState_JOB_STATE_SUCCEEDED {
 		b.hub.Publish(jobEvent(j, &buildv1.JobUpdate{State: state, Host: p.host, Emulated: p.emulated, Result: result}))
-		return ""
+		return "", state
 	}
 	return s.endJob(b, j, state, p.host, failure)
 }
 
-func (s *Server) endJob(b *build, j *buildv1.Job, state buildv1.JobState, hostName, failure string) string {
+// stopWaiting takes a job that waited out of the waiting count.
+func (s *Server) stopWaiting(waited bool) {
+	if waited {
+		s.metrics.waiting.Add(context.Background(), -1)
+	}
+}
+
+func (s *Server) endJob(b *build, j *buildv1.Job, state buildv1.JobState, hostName, failure string) (string, buildv1.JobState) {
 	b.hub.Publish(jobEvent(j, &buildv1.JobUpdate{State: state, Host: hostName, Error: failure}))
 	if failure == "" {
 		failure = "failed"
 	}
-	return failure
+	return failure, state
 }
 
 // execute runs the job on its executor and relays its events.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -33,16 +34,19 @@ type Config struct {
 	BuildTimeout time.Duration
 	// KeepBuilds is how many finished builds stay watchable.
 	KeepBuilds int
+	// Meter records the scheduler's metrics (nil: none).
+	Meter metric.Meter
 }
 
 // Server implements schedulerv1.SchedulerServiceServer.
 type Server struct {
 	schedulerv1.UnimplementedSchedulerServiceServer
 
-	cfg  Config
-	log  *slog.Logger
-	dial ExecutorDialer
-	pool *pool
+	cfg     Config
+	log     *slog.Logger
+	dial    ExecutorDialer
+	pool    *pool
+	metrics *metrics
 
 	builds *recent.Set[*build]
 
@@ -51,15 +55,20 @@ type Server struct {
 }
 
 // New returns a scheduler with an empty host pool.
-func New(cfg Config, dial ExecutorDialer, logger *slog.Logger) *Server {
+func New(cfg Config, dial ExecutorDialer, logger *slog.Logger) (*Server, error) {
 	if cfg.BuildTimeout <= 0 {
 		cfg.BuildTimeout = 2 * time.Hour
 	}
 	if cfg.KeepBuilds <= 0 {
 		cfg.KeepBuilds = 500
 	}
-	return &Server{cfg: cfg, log: logger, dial: dial, pool: newPool(time.Now),
-		builds: recent.New[*build](cfg.KeepBuilds), freed: make(chan struct{})}
+	p := newPool(time.Now)
+	m, err := newMetrics(cfg.Meter, p)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler metrics: %w", err)
+	}
+	return &Server{cfg: cfg, log: logger, dial: dial, pool: p, metrics: m,
+		builds: recent.New[*build](cfg.KeepBuilds), freed: make(chan struct{})}, nil
 }
 
 type build struct {

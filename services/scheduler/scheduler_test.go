@@ -12,7 +12,10 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -46,8 +49,40 @@ func (f *fakeExecutor) RunJob(req *executorv1.RunJobRequest, stream grpc.ServerS
 }
 
 type rig struct {
-	client schedulerv1.SchedulerServiceClient
-	exec   *fakeExecutor
+	client  schedulerv1.SchedulerServiceClient
+	exec    *fakeExecutor
+	metrics *sdkmetric.ManualReader
+}
+
+// sum returns the value of a counter or gauge data point with attribute
+// key=value (all points if key is "").
+func (r *rig) sum(t *testing.T, name, key, value string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.metrics.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			var points []metricdata.DataPoint[int64]
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				points = d.DataPoints
+			case metricdata.Gauge[int64]:
+				points = d.DataPoints
+			}
+			for _, p := range points {
+				if v, ok := p.Attributes.Value(attribute.Key(key)); key == "" || ok && v.Emit() == value {
+					total += p.Value
+				}
+			}
+		}
+	}
+	return total
 }
 
 // newRig serves a scheduler and a fake executor over in-memory gRPC with
@@ -73,12 +108,17 @@ func newRig(t *testing.T, run func(context.Context, *executorv1.RunJobRequest, f
 	}
 	fe := &fakeExecutor{run: run, traceID: map[string]trace.TraceID{}}
 	execConn := serve(func(s *grpc.Server) { executorv1.RegisterExecutorServiceServer(s, fe) })
-	sched := New(Config{BuildTimeout: time.Minute}, func(string) (executorv1.ExecutorServiceClient, error) {
-		return executorv1.NewExecutorServiceClient(execConn), nil
-	}, slog.New(slog.DiscardHandler))
+	reader := sdkmetric.NewManualReader()
+	sched, err := New(Config{BuildTimeout: time.Minute, Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")},
+		func(string) (executorv1.ExecutorServiceClient, error) {
+			return executorv1.NewExecutorServiceClient(execConn), nil
+		}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cc := serve(func(s *grpc.Server) { schedulerv1.RegisterSchedulerServiceServer(s, sched) })
-	r := &rig{client: schedulerv1.NewSchedulerServiceClient(cc), exec: fe}
-	_, err := r.client.RegisterHosts(context.Background(), &schedulerv1.RegisterHostsRequest{Hosts: []*schedulerv1.Host{
+	r := &rig{client: schedulerv1.NewSchedulerServiceClient(cc), exec: fe, metrics: reader}
+	_, err = r.client.RegisterHosts(context.Background(), &schedulerv1.RegisterHostsRequest{Hosts: []*schedulerv1.Host{
 		{Name: "amd", NativeArchs: []string{"amd64"}, EmulatedArchs: []string{"aarch64"}, MaxConcurrent: 4, ExecutorAddress: "fake", Healthy: true},
 	}})
 	if err != nil {
@@ -157,6 +197,12 @@ func TestBuildSucceedsAndStaysInTheCallersTrace(t *testing.T) {
 		if state != buildv1.JobState_JOB_STATE_SUCCEEDED {
 			t.Errorf("%s ended %v", svc, state)
 		}
+	}
+	if got := r.sum(t, "obb.scheduler.jobs", "state", "succeeded"); got != 2 {
+		t.Errorf("obb.scheduler.jobs{state=succeeded} = %d, want 2", got)
+	}
+	if got := r.sum(t, "obb.scheduler.host.slots", "host", "amd"); got != 4 {
+		t.Errorf("obb.scheduler.host.slots{host=amd} = %d, want 4", got)
 	}
 	for svc, id := range r.exec.traceID {
 		if id != span.SpanContext().TraceID() {

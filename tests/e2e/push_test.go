@@ -350,3 +350,32 @@ func TestTokenCheckedBeforeTheBodyIsRead(t *testing.T) {
 		}
 	}
 }
+
+func TestMetricsForOperators(t *testing.T) {
+	f := newFixture(t, "genericx86-64-ext")
+	if res := push(t, f, project(t, map[string]string{"Dockerfile": archProject(f)}), harness.PushOptions{}); res.IsError {
+		t.Fatalf("push failed:\n%s", res.Text())
+	}
+	resp, err := http.Get(env.BuilderURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`obb_ingest_builds_total{state="succeeded"}`,
+		`obb_ingest_build_duration_seconds_bucket{state="succeeded"`,
+		`obb_ingest_upload_bytes_total`,
+		`obb_scheduler_jobs_total{state="succeeded"}`,
+		`obb_scheduler_host_slots{draining="false",healthy="true",host="amd64"} 2`,
+		`obb_scheduler_host_running{`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("GET /metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("GET /metrics:\n%.4000s", body)
+	}
+}
