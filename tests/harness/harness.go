@@ -58,11 +58,11 @@ type Stack struct {
 	Ingest, Scheduler, Executor, Release string
 	DataDir                              string
 
-	apiSrv  *http.Server
+	apiSrv   *http.Server
 	builders []*exec.Cmd // the obb processes; the last one serves HTTP
 	exited   chan error
 	logFile  *os.File
-	logf    func(string, ...any)
+	logf     func(string, ...any)
 }
 
 // RepoRoot finds the checkout (the directory holding go.work).
