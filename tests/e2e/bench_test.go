@@ -49,27 +49,11 @@ func rawBuildPush(ctx context.Context, b *testing.B, dir string) {
 	if _, err := e.Stream(ctx, http.MethodPost, "/build?"+q.Encode(), plainTar(dir), http.Header{"Content-Type": {"application/x-tar"}}, nil); err != nil {
 		b.Fatal(err)
 	}
-	auth, _ := json.Marshal(map[string]string{"registrytoken": registryToken(b, repo)})
+	auth, _ := json.Marshal(map[string]string{"registrytoken": registryToken(b, repo, "pull,push")})
 	hdr := http.Header{"X-Registry-Auth": {base64.URLEncoding.EncodeToString(auth)}}
 	if _, err := e.Stream(ctx, http.MethodPost, "/images/"+url.PathEscape(env.Registry.Addr()+"/"+repo)+"/push?tag=latest", nil, hdr, nil); err != nil {
 		b.Fatal(err)
 	}
-}
-
-func registryToken(b *testing.B, repo string) string {
-	q := url.Values{"service": {env.Registry.Addr()}, "scope": {"repository:" + repo + ":pull,push"}}
-	req, _ := http.NewRequest(http.MethodGet, env.APIURL+"/auth/v1/token?"+q.Encode(), nil)
-	req.SetBasicAuth("builder", harness.BuilderToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tok struct{ Token string }
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
-		b.Fatal(err)
-	}
-	return tok.Token
 }
 
 func median(d []time.Duration) time.Duration {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -187,19 +186,10 @@ func TestComposeSecretsOnAClassicHostAreRefused(t *testing.T) {
 func scanImage(t *testing.T, location, digest string) string {
 	t.Helper()
 	repo := strings.TrimPrefix(location, env.Registry.Addr()+"/")
-	q := url.Values{"service": {env.Registry.Addr()}, "scope": {"repository:" + repo + ":pull"}}
-	req, _ := http.NewRequest(http.MethodGet, env.APIURL+"/auth/v1/token?"+q.Encode(), nil)
-	req.SetBasicAuth("builder", harness.BuilderToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tok struct{ Token string }
-	json.NewDecoder(resp.Body).Decode(&tok)
-	resp.Body.Close()
+	tok := registryToken(t, repo, "pull")
 	get := func(path string, accept string) *http.Response {
 		req, _ := http.NewRequest(http.MethodGet, env.Registry.URL()+"/v2/"+repo+path, nil)
-		req.Header.Set("Authorization", "Bearer "+tok.Token)
+		req.Header.Set("Authorization", "Bearer "+tok)
 		if accept != "" {
 			req.Header.Set("Accept", accept)
 		}
@@ -209,7 +199,7 @@ func scanImage(t *testing.T, location, digest string) string {
 		}
 		return resp
 	}
-	resp = get("/manifests/"+digest, "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+	resp := get("/manifests/"+digest, "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
 	var manifest struct{ Layers []struct{ Digest string } }
 	json.NewDecoder(resp.Body).Decode(&manifest)
 	resp.Body.Close()

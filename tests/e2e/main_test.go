@@ -136,3 +136,13 @@ func plainTar(dir string) io.Reader {
 	}()
 	return pr
 }
+
+// registryToken gets a token for repo with the builder token.
+func registryToken(t testing.TB, repo, actions string) string {
+	t.Helper()
+	tok, err := env.RegistryToken(repo, actions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -85,21 +84,12 @@ func TestPushAmd64BuildsPushesAndRecordsRelease(t *testing.T) {
 func assertPullableByDigest(t *testing.T, location, digest string) {
 	t.Helper()
 	repo := strings.TrimPrefix(location, env.Registry.Addr()+"/")
-	q := url.Values{"service": {env.Registry.Addr()}, "scope": {"repository:" + repo + ":pull"}}
-	req, _ := http.NewRequest(http.MethodGet, env.APIURL+"/auth/v1/token?"+q.Encode(), nil)
-	req.SetBasicAuth("builder", harness.BuilderToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tok struct{ Token string }
-	json.NewDecoder(resp.Body).Decode(&tok)
-	resp.Body.Close()
+	tok := registryToken(t, repo, "pull")
 
-	req, _ = http.NewRequest(http.MethodGet, env.Registry.URL()+"/v2/"+repo+"/manifests/"+digest, nil)
-	req.Header.Set("Authorization", "Bearer "+tok.Token)
+	req, _ := http.NewRequest(http.MethodGet, env.Registry.URL()+"/v2/"+repo+"/manifests/"+digest, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

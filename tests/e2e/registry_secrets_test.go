@@ -30,7 +30,7 @@ func privateBase(t *testing.T) string {
 		t.Fatalf("tag: %v %v", err, resp.Status)
 	}
 	resp.Body.Close()
-	auth, _ := json.Marshal(map[string]string{"registrytoken": registryTokenFor(t, repo)})
+	auth, _ := json.Marshal(map[string]string{"registrytoken": registryToken(t, repo, "pull,push")})
 	if _, err := e.Stream(ctx, http.MethodPost, "/images/"+url.PathEscape(ref)+"/push?tag=latest", nil,
 		http.Header{"X-Registry-Auth": {base64.URLEncoding.EncodeToString(auth)}}, nil); err != nil {
 		t.Fatalf("push the private base: %v", err)
@@ -41,21 +41,6 @@ func privateBase(t *testing.T) string {
 	}
 	resp.Body.Close()
 	return ref
-}
-
-func registryTokenFor(t *testing.T, repo string) string {
-	t.Helper()
-	q := url.Values{"service": {env.Registry.Addr()}, "scope": {"repository:" + repo + ":pull,push"}}
-	req, _ := http.NewRequest(http.MethodGet, env.APIURL+"/auth/v1/token?"+q.Encode(), nil)
-	req.SetBasicAuth("builder", harness.BuilderToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tok struct{ Token string }
-	json.NewDecoder(resp.Body).Decode(&tok)
-	return tok.Token
 }
 
 func TestRegistrySecretsPullAPrivateBaseImage(t *testing.T) {

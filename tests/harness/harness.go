@@ -6,10 +6,12 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -382,4 +384,26 @@ func (s *Stack) Stop() {
 	if s.Root != "" {
 		_ = os.RemoveAll(s.Root)
 	}
+}
+
+// RegistryToken gets a registry token for repo ("v2/<hash>") with actions
+// ("pull" or "pull,push") from the API's token endpoint, with the builder
+// token, as the builder and the delta server do.
+func (s *Stack) RegistryToken(repo, actions string) (string, error) {
+	q := url.Values{"service": {s.Registry.Addr()}, "scope": {"repository:" + repo + ":" + actions}}
+	req, err := http.NewRequest(http.MethodGet, s.APIURL+"/auth/v1/token?"+q.Encode(), nil)
+	if err != nil {
+		return "", err
+	}
+	req.SetBasicAuth("builder", BuilderToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var tok struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.Token == "" {
+		return "", fmt.Errorf("token endpoint answered %s (%v)", resp.Status, err)
+	}
+	return tok.Token, nil
 }
