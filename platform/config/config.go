@@ -274,6 +274,11 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.endpoint: %v", field, err))
 		case u.Scheme != "tcp" && u.Scheme != "unix" && u.Scheme != "ssh":
 			errs = append(errs, fmt.Errorf("%s.endpoint: %q: scheme must be tcp://, unix:// or ssh://", field, h.Endpoint))
+		case u.Scheme == "tcp" && h.TLSCert == "" && h.TLSCA == "" && !h.AllowPlaintext:
+			errs = append(errs, fmt.Errorf("%s.endpoint: %q has no TLS: anyone who reaches it is root on the host; set tls_ca, tls_cert and tls_key (Docker's port 2376), or allow_plaintext: true", field, h.Endpoint))
+		}
+		if (h.TLSCert == "") != (h.TLSKey == "") {
+			errs = append(errs, fmt.Errorf("%s: tls_cert and tls_key go together", field))
 		}
 		if len(h.NativeArchs)+len(h.EmulatedArchs) == 0 {
 			errs = append(errs, fmt.Errorf("%s.native_archs: at least one architecture is required", field))

@@ -65,11 +65,15 @@ balena_tld: example.com
 hosts:
   - name: arm-1
     endpoint: tcp://10.0.0.3:2376
+    tls_ca: /etc/obb/ca.pem
+    tls_cert: /etc/obb/cert.pem
+    tls_key: /etc/obb/key.pem
     native_archs: [aarch64]
     max_concurrent: 4
     network_mode: build-net_1.a
   - name: arm-2
-    endpoint: tcp://10.0.0.4:2376
+    endpoint: tcp://10.0.0.4:2375
+    allow_plaintext: true
     native_archs: [aarch64]
 `), 0o600)
 	c, err := Load(p, env(map[string]string{"TOKEN_AUTH_BUILDER_TOKEN": "t"}))
@@ -79,6 +83,10 @@ hosts:
 	if len(c.Hosts) != 2 || c.Hosts[0].MaxConcurrent != 4 || c.Hosts[1].MaxConcurrent != 2 || c.Hosts[1].Plugin != "docker-tcp" ||
 		c.Hosts[0].NetworkMode != "build-net_1.a" || c.Hosts[1].NetworkMode != "" {
 		t.Errorf("hosts = %+v", c.Hosts)
+	}
+	os.WriteFile(p, []byte("hosts:\n  - name: plain\n    endpoint: tcp://10.0.0.9:2375\n    native_archs: [amd64]\n"), 0o600)
+	if _, err := Load(p, env(map[string]string{"TOKEN_AUTH_BUILDER_TOKEN": "t", "BALENA_TLD": "x.io"})); err == nil || !strings.Contains(err.Error(), "hosts[0].endpoint") || !strings.Contains(err.Error(), "allow_plaintext") {
+		t.Errorf("a plaintext tcp host from the file was accepted: %v", err)
 	}
 	os.WriteFile(p, []byte("hostz: []\n"), 0o600)
 	if _, err := Load(p, env(nil)); err == nil || !strings.Contains(err.Error(), "hostz") {

@@ -248,6 +248,7 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
     max_concurrent: 2
     buildkit: true
     network_mode: none
+    allow_plaintext: true
 `, s.ARM64.TCPHost())
 		if err := os.WriteFile(conf, []byte(yaml), 0o644); err != nil {
 			return err
