@@ -130,7 +130,7 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[ingestv1.BuildRequest, in
 	}
 	if err := stream.Send(&ingestv1.BuildResponse{Msg: &ingestv1.BuildResponse_Started{Started: &ingestv1.Started{
 		BuildId: b.id, ReleaseId: b.releaseID, Commit: b.commit}}}); err != nil {
-		b.cancel(errors.New("the client disconnected"))
+		b.cancel(errCancelled("the client disconnected"))
 		return err
 	}
 	if spec.GetHeadless() {
