@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/bin:$(PATH)
 GO ?= go
 # Every module of the workspace (tools/ stays out of go.work).
-PKGS := ./platform/... ./proto/... ./plugins/sdk/... ./plugins/docker-tcp/... \
+PKGS := ./platform/... ./proto/... ./plugins/sdk/... ./plugins/docker-tcp/... ./plugins/ssh-docker/... \
         ./services/ingest/... ./services/scheduler/... ./services/executor/... \
         ./services/release/... ./cmd/obb/... ./tests/...
 TOOLS := bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc bin/protoc-gen-grpc-gateway bin/protoc-gen-openapiv2 bin/grpcurl
@@ -18,6 +18,7 @@ all: build
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/obb ./cmd/obb
 	$(GO) build -o bin/obb-plugin-docker-tcp ./plugins/docker-tcp
+	$(GO) build -o bin/obb-plugin-ssh-docker ./plugins/ssh-docker
 
 ## tools: buf, protoc plugins and grpcurl at the versions pinned in tools/go.mod
 tools: $(TOOLS)

@@ -85,7 +85,7 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// Build compiles obb and the docker-tcp plugin into dir.
+// Build compiles obb and the executor plugins (docker-tcp, ssh-docker) into dir.
 func Build(ctx context.Context, dir string) error {
 	root, err := RepoRoot()
 	if err != nil {
@@ -94,6 +94,7 @@ func Build(ctx context.Context, dir string) error {
 	for _, b := range []struct{ out, pkg string }{
 		{"obb", "./cmd/obb"},
 		{"obb-plugin-docker-tcp", "./plugins/docker-tcp"},
+		{"obb-plugin-ssh-docker", "./plugins/ssh-docker"},
 	} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
 		cmd.Dir = root

@@ -44,7 +44,7 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 	}
 	defer untrack()
 
-	c, err := newClient(spec.GetHost())
+	c, err := d.newClient(spec.GetHost())
 	if err != nil {
 		return nil, err
 	}

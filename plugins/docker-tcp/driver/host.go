@@ -11,7 +11,7 @@ import (
 
 // Health pings the daemon.
 func (d *Driver) Health(ctx context.Context, host *pluginv1.HostConfig) error {
-	c, err := newClient(host)
+	c, err := d.newClient(host)
 	if err != nil {
 		return err
 	}
@@ -32,7 +32,7 @@ const buildKitMinAPI = "1.39"
 // and the daemon can: they are mounted through a BuildKit session, which
 // the classic builder has not.
 func (d *Driver) Capabilities(ctx context.Context, host *pluginv1.HostConfig) (*pluginv1.CapabilitiesResponse, error) {
-	c, err := newClient(host)
+	c, err := d.newClient(host)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,166 @@
+package driver_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/open-balena-builder/builder/plugins/sdk"
+	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
+	"github.com/open-balena-builder/builder/plugins/ssh-docker/driver"
+)
+
+// TestContract runs the executor contract against a real dockerd and
+// registry reached over a private sshd (docker system dial-stdio), once
+// with the classic builder and once with BuildKit (network_mode none: the
+// test daemon has no bridge), each three ways: the driver called directly,
+// through the in-process go-plugin harness, and as a plugin process built
+// from main.go. Then the host key checks.
+func TestContract(t *testing.T) {
+	env, sshd := startStack(t)
+	bin := buildPlugin(t)
+
+	buildkit := env
+	buildkit.Host = proto.CloneOf(env.Host)
+	buildkit.Host.Buildkit, buildkit.Host.NetworkMode = true, "none"
+	t.Run("classic", func(t *testing.T) { runContract(t, env, bin) })
+	t.Run("buildkit", func(t *testing.T) { runContract(t, buildkit, bin) })
+	t.Run("HostKey", func(t *testing.T) { testHostKey(t, env, sshd) })
+}
+
+func runContract(t *testing.T, env sdktest.Env, bin string) {
+	t.Run("direct", func(t *testing.T) {
+		sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return driver.New(testLogger(t)) }, env)
+	})
+	t.Run("grpc", func(t *testing.T) {
+		sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return sdktest.Serve(t, driver.New(testLogger(t))) }, env)
+	})
+	t.Run("process", func(t *testing.T) {
+		sdktest.RunContract(t, func(t *testing.T) sdk.Executor {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c, err := sdk.Launch(ctx, bin, testLogger(t))
+			if err != nil {
+				t.Fatalf("launch: %v", err)
+			}
+			t.Cleanup(c.Kill)
+			return c.Executor
+		}, env)
+	})
+}
+
+// testHostKey checks that a host whose key is not the one in known_hosts,
+// or is not in it at all, fails Health with a message about the host key,
+// directly and across the plugin boundary; and that the same host with
+// the right known_hosts is healthy.
+func testHostKey(t *testing.T, env sdktest.Env, sshd *testSSHD) {
+	dir := t.TempDir()
+	wrong := filepath.Join(dir, "known_hosts.wrong")
+	other := writeKey(t, filepath.Join(dir, "other_key"))
+	if err := os.WriteFile(wrong, []byte(knownhosts.Line([]string{knownhosts.Normalize(sshd.Addr)}, other)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	unknown := filepath.Join(dir, "known_hosts.empty")
+	if err := os.WriteFile(unknown, []byte("# nothing known\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	execs := map[string]sdk.Executor{
+		"direct": driver.New(testLogger(t)),
+		"grpc":   sdktest.Serve(t, driver.New(testLogger(t))),
+	}
+	for name, exec := range execs {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := exec.Health(ctx, env.Host); err != nil {
+				t.Fatalf("Health with the right known_hosts = %v, want nil", err)
+			}
+			for _, c := range []struct {
+				knownHosts string
+				want       []string
+			}{
+				{wrong, []string{"host key mismatch", ssh.FingerprintSHA256(sshd.HostKey), ssh.FingerprintSHA256(other)}},
+				{unknown, []string{"unknown host", "host key", ssh.FingerprintSHA256(sshd.HostKey), unknown}},
+			} {
+				host := proto.CloneOf(env.Host)
+				host.TlsCa = c.knownHosts
+				err := exec.Health(ctx, host)
+				if err == nil {
+					t.Errorf("Health with %s = nil, want a host key error", filepath.Base(c.knownHosts))
+					continue
+				}
+				t.Logf("Health with %s: %v", filepath.Base(c.knownHosts), err)
+				for _, w := range c.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("Health with %s = %q, want it to mention %q", filepath.Base(c.knownHosts), err, w)
+					}
+				}
+				if _, err := exec.Capabilities(ctx, host); err == nil || !strings.Contains(err.Error(), "host key") {
+					t.Errorf("Capabilities with %s = %v, want a host key error", filepath.Base(c.knownHosts), err)
+				}
+			}
+			host := proto.CloneOf(env.Host)
+			host.TlsCa = filepath.Join(dir, "no-such-known_hosts")
+			// Over gRPC an unhealthy host is sdk.ErrUnhealthy with the
+			// plugin's message; a direct call keeps the sentinel.
+			err := exec.Health(ctx, host)
+			if err == nil || !strings.Contains(err.Error(), "known_hosts") || (name == "direct" && !errors.Is(err, sdk.ErrInvalidArgument)) {
+				t.Errorf("Health with a missing known_hosts = %v, want an invalid-argument error naming known_hosts", err)
+			}
+		})
+	}
+}
+
+// buildPlugin builds the plugin binary from main.go into a temp dir.
+func buildPlugin(t *testing.T) string {
+	t.Helper()
+	start := time.Now()
+	bin := filepath.Join(t.TempDir(), "ssh-docker")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = ".." // plugins/ssh-docker
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Logf("built %s in %s", bin, time.Since(start).Round(time.Millisecond))
+	return bin
+}
+
+// testLogger logs to t until the test ends (plugin processes may still
+// write while they are being killed).
+func testLogger(t *testing.T) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(w.close)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct {
+	mu     sync.Mutex
+	t      *testing.T
+	closed bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Log(string(p[:len(p)-1]))
+	}
+	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+}
