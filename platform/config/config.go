@@ -86,6 +86,10 @@ type Host struct {
 	TLSCA         string   `yaml:"tls_ca"`
 	TLSCert       string   `yaml:"tls_cert"`
 	TLSKey        string   `yaml:"tls_key"`
+	// SSH material for ssh:// endpoints (the ssh-docker plugin).
+	SSHKey         string `yaml:"ssh_key"`
+	SSHCertificate string `yaml:"ssh_certificate"`
+	SSHKnownHosts  string `yaml:"ssh_known_hosts"`
 	// BuildKit overrides DOCKER_BUILDKIT for this host.
 	BuildKit *bool `yaml:"buildkit"`
 	// NetworkMode is the network of RUN steps: "" (the daemon's default),
@@ -279,6 +283,9 @@ func (c Config) Validate() error {
 		}
 		if (h.TLSCert == "") != (h.TLSKey == "") {
 			errs = append(errs, fmt.Errorf("%s: tls_cert and tls_key go together", field))
+		}
+		if err == nil && u.Scheme != "ssh" && h.SSHKey+h.SSHCertificate+h.SSHKnownHosts != "" {
+			errs = append(errs, fmt.Errorf("%s: ssh_key, ssh_certificate and ssh_known_hosts are for ssh:// endpoints", field))
 		}
 		if len(h.NativeArchs)+len(h.EmulatedArchs) == 0 {
 			errs = append(errs, fmt.Errorf("%s.native_archs: at least one architecture is required", field))

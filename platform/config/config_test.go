@@ -88,6 +88,14 @@ hosts:
 	if _, err := Load(p, env(map[string]string{"TOKEN_AUTH_BUILDER_TOKEN": "t", "BALENA_TLD": "x.io"})); err == nil || !strings.Contains(err.Error(), "hosts[0].endpoint") || !strings.Contains(err.Error(), "allow_plaintext") {
 		t.Errorf("a plaintext tcp host from the file was accepted: %v", err)
 	}
+	os.WriteFile(p, []byte("hosts:\n  - name: odd\n    endpoint: unix:///x.sock\n    ssh_key: /k\n    native_archs: [amd64]\n"), 0o600)
+	if _, err := Load(p, env(map[string]string{"TOKEN_AUTH_BUILDER_TOKEN": "t", "BALENA_TLD": "x.io"})); err == nil || !strings.Contains(err.Error(), "ssh_key, ssh_certificate and ssh_known_hosts are for ssh://") {
+		t.Errorf("ssh material on a unix host was accepted: %v", err)
+	}
+	os.WriteFile(p, []byte("hosts:\n  - name: ssh\n    plugin: ssh-docker\n    endpoint: ssh://b@10.0.0.5\n    ssh_key: /k\n    ssh_known_hosts: /kh\n    native_archs: [amd64]\n"), 0o600)
+	if c, err := Load(p, env(map[string]string{"TOKEN_AUTH_BUILDER_TOKEN": "t", "BALENA_TLD": "x.io"})); err != nil || c.Hosts[0].SSHKey != "/k" || c.Hosts[0].SSHKnownHosts != "/kh" {
+		t.Errorf("ssh host: %+v %v", c.Hosts, err)
+	}
 	os.WriteFile(p, []byte("hostz: []\n"), 0o600)
 	if _, err := Load(p, env(nil)); err == nil || !strings.Contains(err.Error(), "hostz") {
 		t.Errorf("unknown field not named: %v", err)

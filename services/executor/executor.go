@@ -132,6 +132,7 @@ func (s *Server) health(ctx context.Context, h config.Host) error {
 
 func hostConfig(h config.Host, buildkit bool) *pluginv1.HostConfig {
 	return &pluginv1.HostConfig{Name: h.Name, Endpoint: h.Endpoint, TlsCa: h.TLSCA, TlsCert: h.TLSCert, TlsKey: h.TLSKey,
+		SshPrivateKey: h.SSHKey, SshCertificate: h.SSHCertificate, SshKnownHosts: h.SSHKnownHosts,
 		Buildkit: h.UsesBuildKit(buildkit), NetworkMode: h.NetworkMode}
 }
 

@@ -94,7 +94,7 @@ func testHostKey(t *testing.T, env sdktest.Env, sshd *testSSHD) {
 				{unknown, []string{"unknown host", "host key", ssh.FingerprintSHA256(sshd.HostKey), unknown}},
 			} {
 				host := proto.CloneOf(env.Host)
-				host.TlsCa = c.knownHosts
+				host.SshKnownHosts = c.knownHosts
 				err := exec.Health(ctx, host)
 				if err == nil {
 					t.Errorf("Health with %s = nil, want a host key error", filepath.Base(c.knownHosts))
@@ -111,7 +111,7 @@ func testHostKey(t *testing.T, env sdktest.Env, sshd *testSSHD) {
 				}
 			}
 			host := proto.CloneOf(env.Host)
-			host.TlsCa = filepath.Join(dir, "no-such-known_hosts")
+			host.SshKnownHosts = filepath.Join(dir, "no-such-known_hosts")
 			// Over gRPC an unhealthy host is sdk.ErrUnhealthy with the
 			// plugin's message; a direct call keeps the sentinel.
 			err := exec.Health(ctx, host)

@@ -5,18 +5,20 @@
 // connection helper does, but with a pure-Go SSH client instead of the ssh
 // binary.
 //
-// HostConfig has no SSH fields yet, so for an ssh:// endpoint the TLS ones
-// carry the SSH material:
+// The SSH material comes from the host's ssh_* fields (older
+// configurations put it in the tls_* ones, which are read when the ssh_*
+// ones are empty):
 //
-//   - tls_key: the private key file (OpenSSH or PEM, unencrypted). Default:
-//     the first of ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exists.
-//   - tls_cert: optional; the key's public half (id_ed25519.pub) or an
-//     OpenSSH certificate for it (id_ed25519-cert.pub). The config file
-//     wants tls_cert whenever tls_key is set; a public key is checked
-//     against the private one, a certificate is presented to the server.
-//   - tls_ca: the known_hosts file the host's key is checked against.
-//     Default: ~/.ssh/known_hosts. Host key checking cannot be turned off:
-//     an unknown host or a changed key fails Health and every build.
+//   - ssh_private_key: the private key file (OpenSSH or PEM, unencrypted).
+//     Default: the first of ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exists.
+//   - ssh_certificate: optional; the key's public half (id_ed25519.pub) or
+//     an OpenSSH certificate for it (id_ed25519-cert.pub). A public key is
+//     checked against the private one, a certificate is presented to the
+//     server.
+//   - ssh_known_hosts: the known_hosts file the host's key is checked
+//     against. Default: ~/.ssh/known_hosts. Host key checking cannot be
+//     turned off: an unknown host or a changed key fails Health and every
+//     build.
 //
 // The user is the endpoint's (ssh://builder@host), else the current one;
 // the port is the endpoint's, else 22.

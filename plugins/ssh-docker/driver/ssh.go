@@ -91,7 +91,7 @@ func newTarget(host *pluginv1.HostConfig) (*target, error) {
 		return nil, bad("endpoint %q: want ssh://[user@]host[:port]", endpoint)
 	}
 	if _, ok := u.User.Password(); ok {
-		return nil, bad("endpoint %q: passwords are not supported, use a key (tls_key)", u.Redacted())
+		return nil, bad("endpoint %q: passwords are not supported, use a key (ssh_key)", u.Redacted())
 	}
 	t := &target{addr: u.Host, user: u.User.Username()}
 	if u.Port() == "" {
@@ -107,7 +107,7 @@ func newTarget(host *pluginv1.HostConfig) (*target, error) {
 	t.endpoint = "ssh://" + t.user + "@" + t.addr
 
 	home, _ := os.UserHomeDir()
-	keyFile := host.GetTlsKey()
+	keyFile := firstSet(host.GetSshPrivateKey(), host.GetTlsKey())
 	if keyFile == "" {
 		for _, name := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
 			if p := filepath.Join(home, ".ssh", name); home != "" && fileExists(p) {
@@ -116,22 +116,22 @@ func newTarget(host *pluginv1.HostConfig) (*target, error) {
 			}
 		}
 		if keyFile == "" {
-			return nil, bad("no SSH private key: set tls_key to the key file (ssh:// hosts read it as the SSH key)")
+			return nil, bad("no SSH private key: set ssh_key to the key file")
 		}
 	}
-	if t.auth, err = loadSigner(keyFile, host.GetTlsCert()); err != nil {
+	if t.auth, err = loadSigner(keyFile, firstSet(host.GetSshCertificate(), host.GetTlsCert())); err != nil {
 		return nil, bad("%v", err)
 	}
 
-	t.knownHosts = host.GetTlsCa()
+	t.knownHosts = firstSet(host.GetSshKnownHosts(), host.GetTlsCa())
 	if t.knownHosts == "" {
 		if home == "" {
-			return nil, bad("no known_hosts file: set tls_ca to it (ssh:// hosts read it as known_hosts)")
+			return nil, bad("no known_hosts file: set ssh_known_hosts to it")
 		}
 		t.knownHosts = filepath.Join(home, ".ssh", "known_hosts")
 	}
 	if t.checkKey, err = knownhosts.New(t.knownHosts); err != nil {
-		return nil, bad("known_hosts (tls_ca) %s: %v; host keys are always checked: add the host's key (ssh-keyscan, after checking its fingerprint)", t.knownHosts, err)
+		return nil, bad("known_hosts %s: %v; host keys are always checked: add the host's key (ssh-keyscan, after checking its fingerprint)", t.knownHosts, err)
 	}
 	return t, nil
 }
@@ -142,7 +142,7 @@ func newTarget(host *pluginv1.HostConfig) (*target, error) {
 func loadSigner(keyFile, certFile string) (ssh.Signer, error) {
 	b, err := os.ReadFile(keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("SSH private key (tls_key): %w", err)
+		return nil, fmt.Errorf("SSH private key: %w", err)
 	}
 	signer, err := ssh.ParsePrivateKey(b)
 	if err != nil {
@@ -409,4 +409,15 @@ func (w *tailWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return strings.TrimSpace(string(w.buf))
+}
+
+// firstSet returns the first non-empty value: the ssh_* field, else the
+// tls_* one that older configurations used for SSH material.
+func firstSet(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }

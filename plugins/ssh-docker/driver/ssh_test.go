@@ -34,9 +34,11 @@ func TestNewClientConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok := func(ep string) *pluginv1.HostConfig {
-		return &pluginv1.HostConfig{Name: "h", Endpoint: ep, TlsKey: key, TlsCa: known}
+		return &pluginv1.HostConfig{Name: "h", Endpoint: ep, SshPrivateKey: key, SshKnownHosts: known}
 	}
-	for _, h := range []*pluginv1.HostConfig{ok("ssh://root@10.0.0.1"), ok("ssh://builder@build-1:2222"), ok("ssh://[::1]:22")} {
+	// Configurations written before the ssh_* fields carried the material in the tls_* ones.
+	legacy := &pluginv1.HostConfig{Name: "h", Endpoint: "ssh://root@10.0.0.2", TlsKey: key, TlsCa: known}
+	for _, h := range []*pluginv1.HostConfig{ok("ssh://root@10.0.0.1"), ok("ssh://builder@build-1:2222"), ok("ssh://[::1]:22"), legacy} {
 		c, err := driver.NewClient(h)
 		if err != nil {
 			t.Errorf("%s: %v", h.GetEndpoint(), err)
@@ -45,9 +47,9 @@ func TestNewClientConfig(t *testing.T) {
 		_ = c.Close()
 	}
 	withCert := ok("ssh://root@h")
-	withCert.TlsCert = pubFile
+	withCert.SshCertificate = pubFile
 	if c, err := driver.NewClient(withCert); err != nil {
-		t.Errorf("tls_cert = the key's public half: %v", err)
+		t.Errorf("ssh_certificate = the key's public half: %v", err)
 	} else {
 		_ = c.Close()
 	}
@@ -59,11 +61,11 @@ func TestNewClientConfig(t *testing.T) {
 		"path":                 ok("ssh://root@h/var/run/docker.sock"),
 		"password":             ok("ssh://root:secret@h"),
 		"no host":              ok("ssh://root@"),
-		"missing key":          {Name: "h", Endpoint: "ssh://root@h", TlsKey: filepath.Join(dir, "nope"), TlsCa: known},
-		"not a key":            {Name: "h", Endpoint: "ssh://root@h", TlsKey: known, TlsCa: known},
-		"missing known_hosts":  {Name: "h", Endpoint: "ssh://root@h", TlsKey: key, TlsCa: filepath.Join(dir, "nope")},
-		"wrong public key":     {Name: "h", Endpoint: "ssh://root@h", TlsKey: key, TlsCert: otherPub, TlsCa: known},
-		"known_hosts not text": {Name: "h", Endpoint: "ssh://root@h", TlsKey: key, TlsCa: key},
+		"missing key":          {Name: "h", Endpoint: "ssh://root@h", SshPrivateKey: filepath.Join(dir, "nope"), SshKnownHosts: known},
+		"not a key":            {Name: "h", Endpoint: "ssh://root@h", SshPrivateKey: known, SshKnownHosts: known},
+		"missing known_hosts":  {Name: "h", Endpoint: "ssh://root@h", SshPrivateKey: key, SshKnownHosts: filepath.Join(dir, "nope")},
+		"wrong public key":     {Name: "h", Endpoint: "ssh://root@h", SshPrivateKey: key, SshCertificate: otherPub, SshKnownHosts: known},
+		"known_hosts not text": {Name: "h", Endpoint: "ssh://root@h", SshPrivateKey: key, SshKnownHosts: key},
 	}
 	for name, h := range bad {
 		if _, err := driver.NewClient(h); !errors.Is(err, sdk.ErrInvalidArgument) {

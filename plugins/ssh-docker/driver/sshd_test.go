@@ -33,9 +33,9 @@ const sshdBin = "/usr/sbin/sshd"
 type testSSHD struct {
 	Addr       string // 127.0.0.1:port
 	HostKey    ssh.PublicKey
-	ClientKey  string // private key file (tls_key)
-	ClientPub  string // its public half (tls_cert)
-	KnownHosts string // known_hosts with HostKey for Addr (tls_ca)
+	ClientKey  string // private key file (ssh_key)
+	ClientPub  string // its public half (ssh_certificate)
+	KnownHosts string // known_hosts with HostKey for Addr (ssh_known_hosts)
 	dir        string
 
 	cmd  *exec.Cmd

@@ -89,10 +89,10 @@ func startStack(t *testing.T) (sdktest.Env, *testSSHD) {
 	}, sshd
 }
 
-// sshHost is the HostConfig of the daemon behind sshd: tls_key is the SSH
-// private key, tls_cert its public half, tls_ca the known_hosts file.
+// sshHost is the HostConfig of the daemon behind sshd: ssh_private_key is the SSH
+// private key, ssh_certificate its public half, ssh_known_hosts the known_hosts file.
 func sshHost(sshd *testSSHD) *pluginv1.HostConfig {
-	return &pluginv1.HostConfig{Name: "ssh-docker-test", Endpoint: sshd.Endpoint(), TlsKey: sshd.ClientKey, TlsCert: sshd.ClientPub, TlsCa: sshd.KnownHosts}
+	return &pluginv1.HostConfig{Name: "ssh-docker-test", Endpoint: sshd.Endpoint(), SshPrivateKey: sshd.ClientKey, SshCertificate: sshd.ClientPub, SshKnownHosts: sshd.KnownHosts}
 }
 
 // localProcesses returns the command lines (arguments joined by spaces) of

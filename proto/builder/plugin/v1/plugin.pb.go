@@ -35,9 +35,15 @@ type HostConfig struct {
 	Buildkit bool `protobuf:"varint,6,opt,name=buildkit,proto3" json:"buildkit,omitempty"`
 	// Network for RUN steps: "" = the daemon's default, "none", "host", or a
 	// network name.
-	NetworkMode   string `protobuf:"bytes,7,opt,name=network_mode,json=networkMode,proto3" json:"network_mode,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NetworkMode string `protobuf:"bytes,7,opt,name=network_mode,json=networkMode,proto3" json:"network_mode,omitempty"`
+	// For ssh:// endpoints: the SSH private key file, its public half or an
+	// OpenSSH certificate (optional), and the known_hosts file host keys are
+	// checked against (always).
+	SshPrivateKey  string `protobuf:"bytes,8,opt,name=ssh_private_key,json=sshPrivateKey,proto3" json:"ssh_private_key,omitempty"`
+	SshCertificate string `protobuf:"bytes,9,opt,name=ssh_certificate,json=sshCertificate,proto3" json:"ssh_certificate,omitempty"`
+	SshKnownHosts  string `protobuf:"bytes,10,opt,name=ssh_known_hosts,json=sshKnownHosts,proto3" json:"ssh_known_hosts,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HostConfig) Reset() {
@@ -115,6 +121,27 @@ func (x *HostConfig) GetBuildkit() bool {
 func (x *HostConfig) GetNetworkMode() string {
 	if x != nil {
 		return x.NetworkMode
+	}
+	return ""
+}
+
+func (x *HostConfig) GetSshPrivateKey() string {
+	if x != nil {
+		return x.SshPrivateKey
+	}
+	return ""
+}
+
+func (x *HostConfig) GetSshCertificate() string {
+	if x != nil {
+		return x.SshCertificate
+	}
+	return ""
+}
+
+func (x *HostConfig) GetSshKnownHosts() string {
+	if x != nil {
+		return x.SshKnownHosts
 	}
 	return ""
 }
@@ -1018,7 +1045,7 @@ var File_builder_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_builder_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1ebuilder/plugin/v1/plugin.proto\x12\x11builder.plugin.v1\"\xc6\x01\n" +
+	"\x1ebuilder/plugin/v1/plugin.proto\x12\x11builder.plugin.v1\"\xbf\x02\n" +
 	"\n" +
 	"HostConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
@@ -1027,7 +1054,11 @@ const file_builder_plugin_v1_plugin_proto_rawDesc = "" +
 	"\btls_cert\x18\x04 \x01(\tR\atlsCert\x12\x17\n" +
 	"\atls_key\x18\x05 \x01(\tR\x06tlsKey\x12\x1a\n" +
 	"\bbuildkit\x18\x06 \x01(\bR\bbuildkit\x12!\n" +
-	"\fnetwork_mode\x18\a \x01(\tR\vnetworkMode\"\r\n" +
+	"\fnetwork_mode\x18\a \x01(\tR\vnetworkMode\x12&\n" +
+	"\x0fssh_private_key\x18\b \x01(\tR\rsshPrivateKey\x12'\n" +
+	"\x0fssh_certificate\x18\t \x01(\tR\x0esshCertificate\x12&\n" +
+	"\x0fssh_known_hosts\x18\n" +
+	" \x01(\tR\rsshKnownHosts\"\r\n" +
 	"\vInfoRequest\"_\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
