@@ -7,7 +7,9 @@ require (
 	github.com/open-balena-builder/builder/plugins/docker-tcp v0.0.0
 	github.com/open-balena-builder/builder/plugins/sdk v0.0.0
 	github.com/open-balena-builder/builder/proto v0.0.0
+	github.com/open-balena-builder/builder/tests v0.0.0
 	golang.org/x/crypto v0.58.0
+	google.golang.org/protobuf v1.36.12
 )
 
 require (
@@ -59,7 +61,6 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261104224025-d1e00e9f33ab // indirect
 	google.golang.org/grpc v1.85.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
 )
 
 replace (

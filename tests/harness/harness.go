@@ -392,19 +392,30 @@ func (s *Stack) Stop() {
 // ("pull" or "pull,push") from the API's token endpoint, with the builder
 // token, as the builder and the delta server do.
 func (s *Stack) RegistryToken(repo, actions string) (string, error) {
-	q := url.Values{"service": {s.Registry.Addr()}, "scope": {"repository:" + repo + ":" + actions}}
-	req, err := http.NewRequest(http.MethodGet, s.APIURL+"/auth/v1/token?"+q.Encode(), nil)
+	return (&TokenSource{APIURL: s.APIURL, Registry: s.Registry.Addr(), BuilderToken: BuilderToken}).Token(repo, actions)
+}
+
+// TokenSource asks an API's token endpoint for registry tokens with the
+// builder token (Basic builder:<TOKEN_AUTH_BUILDER_TOKEN>).
+type TokenSource struct {
+	APIURL, Registry, BuilderToken string
+}
+
+// Token returns a token for repo with actions.
+func (ts *TokenSource) Token(repo, actions string) (string, error) {
+	q := url.Values{"service": {ts.Registry}, "scope": {"repository:" + repo + ":" + actions}}
+	req, err := http.NewRequest(http.MethodGet, ts.APIURL+"/auth/v1/token?"+q.Encode(), nil)
 	if err != nil {
 		return "", err
 	}
-	req.SetBasicAuth("builder", BuilderToken)
+	req.SetBasicAuth("builder", ts.BuilderToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", err
 	}
 	defer resp.Body.Close()
 	var tok struct{ Token string }
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.Token == "" {
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || resp.StatusCode != http.StatusOK || tok.Token == "" {
 		return "", fmt.Errorf("token endpoint answered %s (%v)", resp.Status, err)
 	}
 	return tok.Token, nil
