@@ -3,9 +3,6 @@ package driver_test
 import (
 	"context"
 	"log/slog"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +10,7 @@ import (
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
+	"github.com/open-balena-builder/builder/tests/pluginstack"
 )
 
 // TestContract runs the executor contract against a real dockerd and
@@ -54,45 +52,6 @@ func runContract(t *testing.T, env sdktest.Env, bin string) {
 	})
 }
 
-// buildPlugin builds the plugin binary from main.go into a temp dir.
-func buildPlugin(t *testing.T) string {
-	t.Helper()
-	start := time.Now()
-	bin := filepath.Join(t.TempDir(), "docker-tcp")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Dir = ".." // plugins/docker-tcp
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	t.Logf("built %s in %s", bin, time.Since(start).Round(time.Millisecond))
-	return bin
-}
+func buildPlugin(t *testing.T) string { return pluginstack.BuildPlugin(t, "..") }
 
-// testLogger logs to t until the test ends (plugin processes may still
-// write while they are being killed).
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(w.close)
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct {
-	mu     sync.Mutex
-	t      *testing.T
-	closed bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.closed {
-		w.t.Log(string(p[:len(p)-1]))
-	}
-	return len(p), nil
-}
-
-func (w *testWriter) close() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.closed = true
-}
+func testLogger(t *testing.T) *slog.Logger { return pluginstack.TestLogger(t) }
