@@ -1,12 +1,18 @@
 package pluginstack
 
 import (
+	"context"
 	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/open-balena-builder/builder/plugins/sdk"
+	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
 )
 
 // BuildPlugin builds the plugin main package in dir into a temp dir and
@@ -55,4 +61,38 @@ func (w *testWriter) close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
+}
+
+// RunContracts runs the executor contract suite against a plugin twice,
+// with the classic builder (env as given) and with BuildKit (network_mode
+// none: the test daemon has no bridge), each three ways: the driver made by
+// newDriver called directly, through the in-process go-plugin harness (the
+// real gRPC boundary), and as the plugin process bin started with
+// sdk.Launch.
+func RunContracts(t *testing.T, env sdktest.Env, bin string, newDriver func(*slog.Logger) sdk.Executor) {
+	buildkit := env
+	buildkit.Host = proto.CloneOf(env.Host)
+	buildkit.Host.Buildkit, buildkit.Host.NetworkMode = true, "none"
+	for name, e := range map[string]sdktest.Env{"classic": env, "buildkit": buildkit} {
+		t.Run(name, func(t *testing.T) {
+			t.Run("direct", func(t *testing.T) {
+				sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return newDriver(TestLogger(t)) }, e)
+			})
+			t.Run("grpc", func(t *testing.T) {
+				sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return sdktest.Serve(t, newDriver(TestLogger(t))) }, e)
+			})
+			t.Run("process", func(t *testing.T) {
+				sdktest.RunContract(t, func(t *testing.T) sdk.Executor {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					c, err := sdk.Launch(ctx, bin, TestLogger(t))
+					if err != nil {
+						t.Fatalf("launch: %v", err)
+					}
+					t.Cleanup(c.Kill)
+					return c.Executor
+				}, e)
+			})
+		})
+	}
 }

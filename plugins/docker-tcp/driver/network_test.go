@@ -13,6 +13,7 @@ import (
 	"github.com/open-balena-builder/builder/plugins/docker-tcp/driver"
 	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
+	"github.com/open-balena-builder/builder/tests/pluginstack"
 )
 
 // testNetworkMode checks that host.network_mode reaches the RUN steps of
@@ -66,7 +67,7 @@ func runInterfaces(t *testing.T, env sdktest.Env, host *pluginv1.HostConfig) []s
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tar := sdktest.ContextTar(t, map[string]string{"Dockerfile": dockerfile})
-	if _, err := driver.New(testLogger(t)).Build(ctx, spec, bytes.NewReader(tar), rec.Sink()); err != nil {
+	if _, err := driver.New(pluginstack.TestLogger(t)).Build(ctx, spec, bytes.NewReader(tar), rec.Sink()); err != nil {
 		t.Fatalf("Build: %v\nlogs:\n%s", err, rec)
 	}
 	marker := "ifaces-" + nonce + ":"

@@ -16,6 +16,7 @@ import (
 	"github.com/open-balena-builder/builder/plugins/docker-tcp/driver"
 	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
+	"github.com/open-balena-builder/builder/tests/pluginstack"
 )
 
 // testRegistryConfig checks that registry_config reaches the daemon: a base
@@ -122,7 +123,7 @@ func buildWith(t *testing.T, env sdktest.Env, host *pluginv1.HostConfig, spec *p
 	rec := &sdktest.LogRecorder{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := driver.New(testLogger(t)).Build(ctx, spec, bytes.NewReader(buildContext), rec.Sink())
+	res, err := driver.New(pluginstack.TestLogger(t)).Build(ctx, spec, bytes.NewReader(buildContext), rec.Sink())
 	return res, rec, err
 }
 

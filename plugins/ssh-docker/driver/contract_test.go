@@ -30,33 +30,8 @@ func TestContract(t *testing.T) {
 	env, sshd := startStack(t)
 	bin := buildPlugin(t)
 
-	buildkit := env
-	buildkit.Host = proto.CloneOf(env.Host)
-	buildkit.Host.Buildkit, buildkit.Host.NetworkMode = true, "none"
-	t.Run("classic", func(t *testing.T) { runContract(t, env, bin) })
-	t.Run("buildkit", func(t *testing.T) { runContract(t, buildkit, bin) })
+	pluginstack.RunContracts(t, env, bin, func(l *slog.Logger) sdk.Executor { return driver.New(l) })
 	t.Run("HostKey", func(t *testing.T) { testHostKey(t, env, sshd) })
-}
-
-func runContract(t *testing.T, env sdktest.Env, bin string) {
-	t.Run("direct", func(t *testing.T) {
-		sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return driver.New(testLogger(t)) }, env)
-	})
-	t.Run("grpc", func(t *testing.T) {
-		sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return sdktest.Serve(t, driver.New(testLogger(t))) }, env)
-	})
-	t.Run("process", func(t *testing.T) {
-		sdktest.RunContract(t, func(t *testing.T) sdk.Executor {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			c, err := sdk.Launch(ctx, bin, testLogger(t))
-			if err != nil {
-				t.Fatalf("launch: %v", err)
-			}
-			t.Cleanup(c.Kill)
-			return c.Executor
-		}, env)
-	})
 }
 
 // testHostKey checks that a host whose key is not the one in known_hosts,
@@ -75,8 +50,8 @@ func testHostKey(t *testing.T, env sdktest.Env, sshd *testSSHD) {
 		t.Fatal(err)
 	}
 	execs := map[string]sdk.Executor{
-		"direct": driver.New(testLogger(t)),
-		"grpc":   sdktest.Serve(t, driver.New(testLogger(t))),
+		"direct": driver.New(pluginstack.TestLogger(t)),
+		"grpc":   sdktest.Serve(t, driver.New(pluginstack.TestLogger(t))),
 	}
 	for name, exec := range execs {
 		t.Run(name, func(t *testing.T) {
@@ -122,5 +97,3 @@ func testHostKey(t *testing.T, env sdktest.Env, sshd *testSSHD) {
 }
 
 func buildPlugin(t *testing.T) string { return pluginstack.BuildPlugin(t, "..") }
-
-func testLogger(t *testing.T) *slog.Logger { return pluginstack.TestLogger(t) }
