@@ -66,7 +66,7 @@ func median(d []time.Duration) time.Duration {
 // through the builder with docker build + docker push of the same context
 // on the same daemon. Reported: medians of raw, builder and their difference.
 func BenchmarkPushOverhead(b *testing.B) {
-	f := newFixture(&testing.T{}, "genericx86-64-ext")
+	f := newFixture(b, "genericx86-64-ext")
 	ctx := context.Background()
 	var raw, builder, overhead []time.Duration
 	for i := 0; i < b.N; i++ {
@@ -91,7 +91,7 @@ func BenchmarkPushOverhead(b *testing.B) {
 // BenchmarkFirstByte measures the time from the request headers being sent
 // to the first response byte (the buildLogId element) for a tiny push.
 func BenchmarkFirstByte(b *testing.B) {
-	f := newFixture(&testing.T{}, "genericx86-64-ext")
+	f := newFixture(b, "genericx86-64-ext")
 	var firsts []time.Duration
 	for i := 0; i < b.N; i++ {
 		dir := benchProject(b)

@@ -66,7 +66,7 @@ func TestCLILargeUploadKeepsTheBuilderSmall(t *testing.T) {
 // throughput up to the first response byte (the builder has then stored
 // the upload and created the release) and the builder's peak RSS.
 func BenchmarkUpload(b *testing.B) {
-	f := newFixture(&testing.T{}, "genericx86-64-ext")
+	f := newFixture(b, "genericx86-64-ext")
 	gz := filepath.Join(b.TempDir(), "upload.tar.gz")
 	out, err := os.Create(gz)
 	if err != nil {

@@ -44,7 +44,7 @@ type fixture struct {
 
 var fleetCount int
 
-func newFixture(t *testing.T, deviceType string) fixture {
+func newFixture(t testing.TB, deviceType string) fixture {
 	t.Helper()
 	fleetCount++
 	user := fmt.Sprintf("user%d", fleetCount)

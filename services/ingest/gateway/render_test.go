@@ -105,7 +105,9 @@ func TestRPCErrorStatuses(t *testing.T) {
 			t.Errorf("%v → %d %q, want %d and a JSON string", tt.code, rec.Code, rec.Body, tt.want)
 		}
 	}
-	if strings.Contains(prefix("", "[Success]"), "  ") != true {
-		t.Error("prefix does not pad to column 11")
+	for tag, want := range map[string]string{"[Success]": "[Success]  ", "[Info]": "[Info]     ", "[a-very-long-service]": "[a-very-long-service] "} {
+		if got := strings.ReplaceAll(prefix("", tag), reset, ""); got != want {
+			t.Errorf("prefix(%q) = %q, want %q (padded to column 11, at least one space)", tag, got, want)
+		}
 	}
 }
