@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,21 +21,6 @@ import (
 )
 
 const uploadChunk = 256 << 10
-
-// NewMux returns the HTTP mux: /v3/build for balena-cli and the REST
-// gateway of IngestService (/v1/builds...) and SchedulerService (/v1/hosts).
-func NewMux(ctx context.Context, ingest ingestv1.IngestServiceClient, register []func(context.Context, *runtime.ServeMux) error, logger *slog.Logger) (*runtime.ServeMux, error) {
-	mux := runtime.NewServeMux()
-	if err := mux.HandlePath(http.MethodPost, "/v3/build", BuildHandler(ingest, logger)); err != nil {
-		return nil, fmt.Errorf("route /v3/build: %w", err)
-	}
-	for _, r := range register {
-		if err := r(ctx, mux); err != nil {
-			return nil, err
-		}
-	}
-	return mux, nil
-}
 
 // BuildHandler serves balena-cli's POST /v3/build through ingest's Build
 // RPC: the token and fleet are checked before the body is read; errors
