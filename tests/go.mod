@@ -3,6 +3,7 @@ module github.com/open-balena-builder/builder/tests
 go 1.26.0
 
 require (
+	github.com/open-balena-builder/builder/platform v0.0.0
 	github.com/open-balena-builder/builder/proto v0.0.0
 	google.golang.org/grpc v1.85.0
 )
@@ -10,7 +11,6 @@ require (
 require (
 	github.com/Azure/go-ansiterm v0.0.0-20250102033503-faa5f7b0171c // indirect
 	github.com/Microsoft/go-winio v0.6.4 // indirect
-	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/containerd/errdefs v1.0.0 // indirect
 	github.com/containerd/errdefs/pkg v0.3.0 // indirect
@@ -40,7 +40,6 @@ require (
 	go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc v0.72.0 // indirect
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.72.0 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
-	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	go.opentelemetry.io/otel/metric v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
@@ -59,5 +58,7 @@ require (
 )
 
 replace github.com/open-balena-builder/builder/proto => ../proto
+
+replace github.com/open-balena-builder/builder/platform => ../platform
 
 replace github.com/open-balena-builder/builder/plugins/sdk => ../plugins/sdk

@@ -1,7 +1,7 @@
 // Command obb is open-balena-builder: `obb serve all` runs the ingest,
 // scheduler, executor and release services in one process; `obb serve
 // ingest release` (any subset) runs some of them; `obb version` prints the
-// version.
+// version; `obb certs` makes the CA and certificate of the services' mTLS.
 package main
 
 import (
@@ -12,10 +12,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/open-balena-builder/builder/platform/certs"
 	"github.com/open-balena-builder/builder/platform/config"
 	"github.com/open-balena-builder/builder/platform/redact"
 )
@@ -33,6 +36,8 @@ func main() {
 func usage() error {
 	return fmt.Errorf(`usage:
   obb serve [--config FILE] all | SERVICE...   SERVICE: ingest, scheduler, executor, release
+  obb certs [--dir DIR] [--hosts NAME,IP,...] [--days N]
+                                               a CA and a certificate for the services' mTLS
   obb version`)
 }
 
@@ -44,6 +49,8 @@ func run(args []string) error {
 	case "version":
 		fmt.Println("obb", version)
 		return nil
+	case "certs":
+		return certsCmd(args[1:])
 	case "serve":
 		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 		cfgPath := fs.String("config", os.Getenv("OBB_CONFIG"), "YAML config file (optional)")
@@ -95,4 +102,33 @@ func newLogger(level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l, ReplaceAttr: redact.ReplaceAttr}))
+}
+
+// certsCmd writes ca.pem, cert.pem and key.pem for OBB_TLS_*.
+func certsCmd(args []string) error {
+	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
+	dir := fs.String("dir", "obb-certs", "directory to write ca.pem, cert.pem and key.pem into")
+	hostList := fs.String("hosts", "", "comma-separated host names and IP addresses the services are reached at (default: localhost, 127.0.0.1 and this machine's name)")
+	days := fs.Int("days", 825, "validity in days")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	hosts := []string{"localhost", "127.0.0.1"}
+	if name, err := os.Hostname(); err == nil && name != "" {
+		hosts = append(hosts, name)
+	}
+	if *hostList != "" {
+		hosts = nil
+		for _, h := range strings.Split(*hostList, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	f, err := certs.Generate(*dir, hosts, time.Duration(*days)*24*time.Hour)
+	if err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	fmt.Printf("# for every obb process (copy the three files to each machine; key.pem is secret)\nOBB_TLS_CA=%s\nOBB_TLS_CERT=%s\nOBB_TLS_KEY=%s\n", f.CA, f.Cert, f.Key)
+	return nil
 }

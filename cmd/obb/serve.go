@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -26,6 +28,7 @@ import (
 	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 	"github.com/open-balena-builder/builder/services/executor"
 	"github.com/open-balena-builder/builder/services/ingest"
+	"github.com/open-balena-builder/builder/services/ingest/admin"
 	"github.com/open-balena-builder/builder/services/ingest/gateway"
 	"github.com/open-balena-builder/builder/services/ingest/upload"
 	"github.com/open-balena-builder/builder/services/release"
@@ -36,6 +39,7 @@ import (
 // clients holds one connection per peer service; each service reaches the
 // others only through these, also when they share the process.
 type clients struct {
+	auth  *rpc.Internal
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
@@ -46,7 +50,7 @@ func (c *clients) conn(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := rpc.Dial(addr)
+	cc, err := rpc.Dial(addr, c.auth)
 	if err != nil {
 		return nil, err
 	}
@@ -62,8 +66,121 @@ func (c *clients) close() {
 	}
 }
 
+// internalAuth chooses how the services authenticate each other: mTLS when
+// configured (required between processes), else a secret of this process.
+func internalAuth(cfg config.Config, services map[string]bool) (*rpc.Internal, error) {
+	if cfg.TLS.Enabled() {
+		return rpc.NewTLSInternal(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key)
+	}
+	if len(services) < 4 {
+		return nil, rpc.ErrNoTLSBetweenProcesses
+	}
+	return rpc.NewSecretInternal()
+}
+
+// operatorToken is OBB_ADMIN_TOKEN, or the token kept in the data dir.
+func operatorToken(cfg config.Config, logger *slog.Logger) (string, error) {
+	if cfg.AdminToken != "" {
+		return cfg.AdminToken, nil
+	}
+	path := filepath.Join(cfg.DataDir, "admin-token")
+	tok, err := admin.TokenFile(path)
+	if err != nil {
+		return "", err
+	}
+	logger.Info("operator token (OBB_ADMIN_TOKEN not set)", "file", path)
+	return tok, nil
+}
+
+// process is what one `obb serve` runs: gRPC servers, HTTP servers and
+// background loops, stopped together.
+type process struct {
+	logger  *slog.Logger
+	auth    *rpc.Internal
+	wg      sync.WaitGroup
+	errs    chan error
+	grpcs   []*grpc.Server
+	https   []*http.Server
+	cleanup []func()
+}
+
+// startGRPC serves an internal service on addr, every call authenticated.
+func (p *process) startGRPC(name, addr string, register func(*grpc.Server)) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s: listen %s: %w", name, addr, err)
+	}
+	srv, health := rpc.NewServer(p.logger.With("service", name), p.auth.Authenticate, p.auth.ServerOptions()...)
+	register(srv)
+	for svc := range srv.GetServiceInfo() {
+		health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	}
+	p.grpcs = append(p.grpcs, srv)
+	p.go_(name, func() error { return srv.Serve(lis) })
+	p.logger.Info("serving", "service", name, "addr", lis.Addr().String(), "mtls", p.auth.TLS())
+	return nil
+}
+
+// startHTTP serves h on addr; h2c also speaks HTTP/2 without TLS (gRPC).
+func (p *process) startHTTP(name, addr string, h http.Handler, h2c bool) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s: listen %s: %w", name, addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+	if h2c {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	p.https = append(p.https, srv)
+	p.go_(name, func() error {
+		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	p.logger.Info("serving", "service", name, "addr", lis.Addr().String())
+	return nil
+}
+
+func (p *process) go_(name string, f func() error) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if err := f(); err != nil {
+			p.errs <- fmt.Errorf("%s: %w", name, err)
+		}
+	}()
+}
+
+// stop ends everything started, HTTP first (no new pushes), then gRPC.
+func (p *process) stop() {
+	for _, hs := range p.https {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = hs.Shutdown(sctx)
+		cancel()
+	}
+	for _, s := range p.grpcs {
+		stopped := make(chan struct{})
+		go func() { s.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			s.Stop()
+		}
+	}
+	for _, c := range p.cleanup {
+		c()
+	}
+}
+
 // serve runs the chosen services until ctx ends.
 func serve(ctx context.Context, cfg config.Config, services map[string]bool, logger *slog.Logger) error {
+	auth, err := internalAuth(cfg, services)
+	if err != nil {
+		return err
+	}
 	shutdown, err := telemetry.Setup(ctx, "open-balena-builder", version)
 	if err != nil {
 		return err
@@ -77,213 +194,187 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 	if err != nil {
 		return err
 	}
-	peers := &clients{conns: map[string]*grpc.ClientConn{}}
+	peers := &clients{auth: auth, conns: map[string]*grpc.ClientConn{}}
 	defer peers.close()
-	releaseConn, err := peers.conn(cfg.Listen.Release)
-	if err != nil {
-		return err
+	var cl struct {
+		release   releasev1.ReleaseServiceClient
+		scheduler schedulerv1.SchedulerServiceClient
+		ingest    ingestv1.IngestServiceClient
 	}
-	schedulerConn, err := peers.conn(cfg.Listen.Scheduler)
-	if err != nil {
-		return err
-	}
-	ingestConn, err := peers.conn(cfg.Listen.Ingest)
-	if err != nil {
-		return err
-	}
-	releaseClient := releasev1.NewReleaseServiceClient(releaseConn)
-	schedulerClient := schedulerv1.NewSchedulerServiceClient(schedulerConn)
-	ingestClient := ingestv1.NewIngestServiceClient(ingestConn)
-
-	var (
-		wg      sync.WaitGroup
-		errs    = make(chan error, 8)
-		servers []*grpc.Server
-		cleanup []func()
-	)
-	start := func(name, addr string, register func(*grpc.Server)) error {
-		lis, err := net.Listen("tcp", addr)
+	for _, c := range []struct {
+		addr string
+		set  func(*grpc.ClientConn)
+	}{
+		{cfg.Listen.Release, func(cc *grpc.ClientConn) { cl.release = releasev1.NewReleaseServiceClient(cc) }},
+		{cfg.Listen.Scheduler, func(cc *grpc.ClientConn) { cl.scheduler = schedulerv1.NewSchedulerServiceClient(cc) }},
+		{cfg.Listen.Ingest, func(cc *grpc.ClientConn) { cl.ingest = ingestv1.NewIngestServiceClient(cc) }},
+	} {
+		cc, err := peers.conn(c.addr)
 		if err != nil {
-			return fmt.Errorf("%s: listen %s: %w", name, addr, err)
+			return err
 		}
-		srv, health := rpc.NewServer(logger.With("service", name))
-		register(srv)
-		for svc := range srv.GetServiceInfo() {
-			health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
-		}
-		servers = append(servers, srv)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			logger.Info("serving", "service", name, "addr", lis.Addr().String())
-			if err := srv.Serve(lis); err != nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
+		c.set(cc)
+	}
+
+	p := &process{logger: logger, auth: auth, errs: make(chan error, 16)}
+	start := func() error {
+		if services["release"] {
+			api := openbalena.New(cfg.APIURL, &http.Client{Timeout: 2 * time.Minute}, logger.With("service", "release"))
+			rcfg := release.Config{APIURL: cfg.APIURL, BuilderToken: cfg.BuilderToken, RegistryHost: cfg.RegistryHost}
+			if err := rcfg.Validate(); err != nil {
+				return fmt.Errorf("release: %w", err)
 			}
-		}()
+			srv := release.New(rcfg, api, cl.scheduler, logger.With("service", "release"))
+			if err := p.startGRPC("release", cfg.Listen.Release, func(s *grpc.Server) { releasev1.RegisterReleaseServiceServer(s, srv) }); err != nil {
+				return err
+			}
+		}
+		if services["scheduler"] {
+			srv, err := scheduler.New(scheduler.Config{BuildTimeout: cfg.Limits.BuildTimeout, Meter: metrics.Meter("scheduler")},
+				func(addr string) (executorv1.ExecutorServiceClient, error) {
+					cc, err := peers.conn(addr)
+					if err != nil {
+						return nil, err
+					}
+					return executorv1.NewExecutorServiceClient(cc), nil
+				}, logger.With("service", "scheduler"))
+			if err != nil {
+				return err
+			}
+			if err := p.startGRPC("scheduler", cfg.Listen.Scheduler, func(s *grpc.Server) { schedulerv1.RegisterSchedulerServiceServer(s, srv) }); err != nil {
+				return err
+			}
+		}
+		if services["executor"] {
+			if err := startExecutor(ctx, p, cfg, peers, cl.release, cl.scheduler); err != nil {
+				return err
+			}
+		}
+		if services["ingest"] {
+			if err := startIngest(ctx, p, cfg, metrics.Handler(), metrics.Meter("ingest"), cl.release, cl.scheduler, cl.ingest); err != nil {
+				return err
+			}
+		}
+		if cfg.Listen.Metrics != "" {
+			if err := p.startHTTP("metrics", cfg.Listen.Metrics, withPing(metricsOnly(metrics.Handler())), false); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
-	fail := func(err error) error {
-		for _, s := range servers {
-			s.Stop()
-		}
-		for _, c := range cleanup {
-			c()
-		}
+	if err := start(); err != nil {
+		p.stop()
 		return err
 	}
 
-	if services["release"] {
-		api := openbalena.New(cfg.APIURL, &http.Client{Timeout: 2 * time.Minute}, logger.With("service", "release"))
-		rcfg := release.Config{APIURL: cfg.APIURL, BuilderToken: cfg.BuilderToken, RegistryHost: cfg.RegistryHost}
-		if err := rcfg.Validate(); err != nil {
-			return fail(fmt.Errorf("release: %w", err))
-		}
-		srv := release.New(rcfg, api, logger.With("service", "release"))
-		if err := start("release", cfg.Listen.Release, func(s *grpc.Server) { releasev1.RegisterReleaseServiceServer(s, srv) }); err != nil {
-			return fail(err)
-		}
-	}
-	if services["scheduler"] {
-		srv, err := scheduler.New(scheduler.Config{BuildTimeout: cfg.Limits.BuildTimeout, Meter: metrics.Meter("scheduler")},
-			func(addr string) (executorv1.ExecutorServiceClient, error) {
-				cc, err := peers.conn(addr)
-				if err != nil {
-					return nil, err
-				}
-				return executorv1.NewExecutorServiceClient(cc), nil
-			}, logger.With("service", "scheduler"))
-		if err != nil {
-			return fail(err)
-		}
-		if err := start("scheduler", cfg.Listen.Scheduler, func(s *grpc.Server) { schedulerv1.RegisterSchedulerServiceServer(s, srv) }); err != nil {
-			return fail(err)
-		}
-	}
-	if services["executor"] {
-		pluginDir := cfg.PluginDir
-		if pluginDir == "" {
-			exe, _ := os.Executable()
-			pluginDir = filepath.Dir(exe)
-		}
-		plugins := executor.NewPlugins(pluginDir, logger.With("service", "executor"))
-		cleanup = append(cleanup, plugins.Close)
-		defer plugins.Close()
-		srv := executor.New(executor.Config{Hosts: cfg.Hosts, BuildKit: cfg.BuildKit, Address: cfg.Listen.Executor}, plugins,
-			func(addr string) (ingestv1.ContextServiceClient, error) {
-				cc, err := peers.conn(addr)
-				if err != nil {
-					return nil, err
-				}
-				return ingestv1.NewContextServiceClient(cc), nil
-			}, releaseClient, logger.With("service", "executor"))
-		if err := start("executor", cfg.Listen.Executor, func(s *grpc.Server) { executorv1.RegisterExecutorServiceServer(s, srv) }); err != nil {
-			return fail(err)
-		}
-		for _, h := range cfg.Hosts {
-			if len(h.Endpoint) > 6 && h.Endpoint[:6] == "tcp://" && h.TLSCert == "" {
-				logger.Warn("Docker host without TLS: anyone who reaches it is root on it; use tcp://...:2376 with tls_ca/tls_cert/tls_key or ssh://", "host", h.Name, "endpoint", h.Endpoint)
-			}
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			srv.Register(ctx, schedulerClient, 10*time.Second)
-		}()
-	}
-	var httpSrv *http.Server
-	if services["ingest"] {
-		srv, err := ingest.New(ingest.Config{
-			DataDir: cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second, Meter: metrics.Meter("ingest"),
-			Limits: upload.Limits{MaxCompressedBytes: cfg.Limits.MaxUploadBytes, MaxUncompressedBytes: cfg.Limits.MaxContextBytes, MaxEntries: cfg.Limits.MaxEntries},
-		}, releaseClient, schedulerClient, logger.With("service", "ingest"))
-		if err != nil {
-			return fail(err)
-		}
-		if err := start("ingest", cfg.Listen.Ingest, func(s *grpc.Server) {
-			ingestv1.RegisterIngestServiceServer(s, srv)
-			ingestv1.RegisterContextServiceServer(s, srv)
-		}); err != nil {
-			return fail(err)
-		}
-		mux, err := gateway.NewMux(ctx, ingestClient, []func(context.Context, *runtime.ServeMux) error{
-			func(ctx context.Context, m *runtime.ServeMux) error {
-				return ingestv1.RegisterIngestServiceHandlerClient(ctx, m, ingestClient)
-			},
-			func(ctx context.Context, m *runtime.ServeMux) error {
-				return schedulerv1.RegisterSchedulerServiceHandlerClient(ctx, m, schedulerClient)
-			},
-		}, logger.With("service", "gateway"))
-		if err != nil {
-			return fail(err)
-		}
-		lis, err := net.Listen("tcp", cfg.Listen.HTTP)
-		if err != nil {
-			return fail(fmt.Errorf("http: listen %s: %w", cfg.Listen.HTTP, err))
-		}
-		httpSrv = &http.Server{Handler: otelhttp.NewHandler(withOps(mux, metrics.Handler()), "http"), ReadHeaderTimeout: 30 * time.Second}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			logger.Info("serving", "service", "http", "addr", lis.Addr().String())
-			if err := httpSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errs <- fmt.Errorf("http: %w", err)
-			}
-		}()
-	}
-
-	var metricsSrv *http.Server
-	if cfg.Listen.Metrics != "" {
-		lis, err := net.Listen("tcp", cfg.Listen.Metrics)
-		if err != nil {
-			return fail(fmt.Errorf("metrics: listen %s: %w", cfg.Listen.Metrics, err))
-		}
-		metricsSrv = &http.Server{Handler: withOps(http.NotFoundHandler(), metrics.Handler()), ReadHeaderTimeout: 30 * time.Second}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := metricsSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errs <- fmt.Errorf("metrics: %w", err)
-			}
-		}()
-	}
-
+	var failed error
 	select {
 	case <-ctx.Done():
-	case err := <-errs:
-		logger.Error("service stopped", "error", err)
+	case failed = <-p.errs:
+		logger.Error("service stopped", "error", failed)
 	}
 	logger.Info("shutting down")
-	for _, hs := range []*http.Server{httpSrv, metricsSrv} {
-		if hs != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = hs.Shutdown(sctx)
-			cancel()
+	p.stop()
+	p.wg.Wait()
+	return failed
+}
+
+func startExecutor(ctx context.Context, p *process, cfg config.Config, peers *clients, rel releasev1.ReleaseServiceClient, sched schedulerv1.SchedulerServiceClient) error {
+	pluginDir := cfg.PluginDir
+	if pluginDir == "" {
+		exe, _ := os.Executable()
+		pluginDir = filepath.Dir(exe)
+	}
+	log := p.logger.With("service", "executor")
+	plugins := executor.NewPlugins(pluginDir, log)
+	p.cleanup = append(p.cleanup, plugins.Close)
+	srv := executor.New(executor.Config{Hosts: cfg.Hosts, BuildKit: cfg.BuildKit, Address: cfg.Listen.Executor}, plugins,
+		func(addr string) (ingestv1.ContextServiceClient, error) {
+			cc, err := peers.conn(addr)
+			if err != nil {
+				return nil, err
+			}
+			return ingestv1.NewContextServiceClient(cc), nil
+		}, rel, log)
+	if err := p.startGRPC("executor", cfg.Listen.Executor, func(s *grpc.Server) { executorv1.RegisterExecutorServiceServer(s, srv) }); err != nil {
+		return err
+	}
+	for _, h := range cfg.Hosts {
+		if strings.HasPrefix(h.Endpoint, "tcp://") && h.TLSCert == "" && h.TLSCA == "" {
+			log.Warn("Docker host without TLS: anyone who reaches it is root on it; use tcp://...:2376 with TLS (DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or tls_ca/tls_cert/tls_key) or ssh://",
+				"host", h.Name, "endpoint", h.Endpoint)
 		}
 	}
-	for _, s := range servers {
-		stopped := make(chan struct{})
-		go func() { s.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(5 * time.Second):
-			s.Stop()
-		}
-	}
-	wg.Wait()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		srv.Register(ctx, sched, 10*time.Second)
+	}()
 	return nil
 }
 
-// withOps adds GET /ping (like open-balena-api's) for load balancers and
-// GET /metrics for Prometheus.
-func withOps(next, metrics http.Handler) http.Handler {
+func startIngest(ctx context.Context, p *process, cfg config.Config, metrics http.Handler, meter metric.Meter, rel releasev1.ReleaseServiceClient, sched schedulerv1.SchedulerServiceClient, ing ingestv1.IngestServiceClient) error {
+	log := p.logger.With("service", "ingest")
+	token, err := operatorToken(cfg, log)
+	if err != nil {
+		return err
+	}
+	srv, err := ingest.New(ingest.Config{
+		DataDir: cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second, Meter: meter,
+		Limits: upload.Limits{MaxCompressedBytes: cfg.Limits.MaxUploadBytes, MaxUncompressedBytes: cfg.Limits.MaxContextBytes,
+			MaxEntries: cfg.Limits.MaxEntries},
+		OperatorToken: token, MaxBuilds: cfg.Limits.MaxBuilds, MaxBuildsPerUser: cfg.Limits.MaxBuildsPerUser,
+	}, rel, sched, log)
+	if err != nil {
+		return err
+	}
+	if err := p.startGRPC("ingest", cfg.Listen.Ingest, func(s *grpc.Server) {
+		ingestv1.RegisterIngestServiceServer(s, srv)
+		ingestv1.RegisterContextServiceServer(s, srv)
+	}); err != nil {
+		return err
+	}
+	// The public port: /v3/build and a user's own builds.
+	public, err := gateway.NewMux(ctx, gateway.BuildHandler(ing, p.logger.With("service", "gateway")),
+		func(ctx context.Context, m *runtime.ServeMux) error {
+			return ingestv1.RegisterIngestServiceHandlerClient(ctx, m, ing)
+		})
+	if err != nil {
+		return err
+	}
+	if err := p.startHTTP("http", cfg.Listen.HTTP, otelhttp.NewHandler(withPing(public), "http"), false); err != nil {
+		return err
+	}
+	// The operator surface.
+	if cfg.Listen.Admin == "" {
+		return nil
+	}
+	ops, err := admin.New(ctx, admin.Config{Token: token, Metrics: metrics}, ing, sched, p.logger.With("service", "admin"))
+	if err != nil {
+		return err
+	}
+	p.cleanup = append(p.cleanup, ops.Stop)
+	return p.startHTTP("admin", cfg.Listen.Admin, otelhttp.NewHandler(ops, "admin"), true)
+}
+
+// withPing adds GET /ping (like open-balena-api's) for load balancers.
+func withPing(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/ping":
+		if r.URL.Path == "/ping" {
 			_, _ = w.Write([]byte("OK"))
-		case "/metrics":
-			metrics.ServeHTTP(w, r)
-		default:
-			next.ServeHTTP(w, r)
+			return
 		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// metricsOnly serves GET /metrics and nothing else.
+func metricsOnly(metrics http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		metrics.ServeHTTP(w, r)
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -45,7 +46,24 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
+
+	// AdminToken is OBB_ADMIN_TOKEN, the operator token of the admin
+	// listener; empty: one is made at first start in <data dir>/admin-token.
+	AdminToken string `yaml:"-"`
+	// TLS is the builder's own mTLS between its services.
+	TLS TLS `yaml:"tls"`
 }
+
+// TLS names the files of the services' mTLS (OBB_TLS_CA, OBB_TLS_CERT,
+// OBB_TLS_KEY): required when services run in separate processes.
+type TLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Enabled tells whether mTLS is configured.
+func (t TLS) Enabled() bool { return t.CA != "" || t.Cert != "" || t.Key != "" }
 
 // Listen holds the addresses each service listens on.
 type Listen struct {
@@ -55,19 +73,40 @@ type Listen struct {
 	Scheduler string `yaml:"scheduler"`
 	Executor  string `yaml:"executor"`
 	Release   string `yaml:"release"`
-	// Metrics serves GET /metrics on its own (optional: the HTTP address
-	// serves it too when ingest runs in the process).
+	// Admin is the operator surface: gRPC and REST for hosts and every
+	// build, /metrics; always behind the operator token.
+	Admin string `yaml:"admin"`
+	// Metrics serves GET /metrics on its own, without a token (optional:
+	// the admin address serves it too, with the token).
 	Metrics string `yaml:"metrics"`
 }
 
 // Limits bound what one push may use.
 type Limits struct {
-	// MaxUploadBytes bounds the compressed upload.
+	// MaxUploadBytes bounds the compressed upload (OBB_MAX_UPLOAD_BYTES).
 	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
-	// MaxContextBytes bounds the uncompressed tar.
+	// MaxContextBytes bounds the uncompressed tar (OBB_MAX_CONTEXT_BYTES).
 	MaxContextBytes int64 `yaml:"max_context_bytes"`
-	// MaxEntries bounds the number of tar entries.
+	// MaxExpansionRatio bounds uncompressed/compressed bytes of an upload
+	// (OBB_MAX_EXPANSION_RATIO): a gzip bomb stops early.
+	MaxExpansionRatio int `yaml:"max_expansion_ratio"`
+	// MaxEntries bounds the number of tar entries (OBB_MAX_ENTRIES).
 	MaxEntries int `yaml:"max_entries"`
+	// UploadTimeout bounds a whole upload (OBB_UPLOAD_TIMEOUT).
+	UploadTimeout time.Duration `yaml:"upload_timeout"`
+	// UploadMinRate is the slowest upload accepted, in bytes per second
+	// over UploadRateWindow (OBB_UPLOAD_MIN_RATE, OBB_UPLOAD_RATE_WINDOW).
+	UploadMinRate    int64         `yaml:"upload_min_rate"`
+	UploadRateWindow time.Duration `yaml:"upload_rate_window"`
+	// MaxBuilds and MaxBuildsPerUser bound the pushes in progress
+	// (OBB_MAX_BUILDS, OBB_MAX_BUILDS_PER_USER); beyond, HTTP 429.
+	MaxBuilds        int `yaml:"max_builds"`
+	MaxBuildsPerUser int `yaml:"max_builds_per_user"`
+	// MaxLogBytes bounds a build's log kept in memory for watchers, and
+	// MaxLogLineBytes one line of it (OBB_MAX_LOG_BYTES,
+	// OBB_MAX_LOG_LINE_BYTES).
+	MaxLogBytes     int `yaml:"max_log_bytes"`
+	MaxLogLineBytes int `yaml:"max_log_line_bytes"`
 	// BuildTimeout bounds one build, queue time included.
 	BuildTimeout time.Duration `yaml:"build_timeout"`
 }
@@ -125,14 +164,23 @@ func Defaults() Config {
 			Scheduler: "127.0.0.1:9102",
 			Executor:  "127.0.0.1:9103",
 			Release:   "127.0.0.1:9104",
+			Admin:     "127.0.0.1:9100",
 		},
 		DataDir:  "/var/lib/obb",
 		LogLevel: "info",
 		Limits: Limits{
-			MaxUploadBytes:  2 << 30,
-			MaxContextBytes: 8 << 30,
-			MaxEntries:      200_000,
-			BuildTimeout:    2 * time.Hour,
+			MaxUploadBytes:    2 << 30,
+			MaxContextBytes:   4 << 30,
+			MaxExpansionRatio: 200,
+			MaxEntries:        200_000,
+			UploadTimeout:     time.Hour,
+			UploadMinRate:     16 << 10,
+			UploadRateWindow:  30 * time.Second,
+			MaxBuilds:         50,
+			MaxBuildsPerUser:  5,
+			MaxLogBytes:       8 << 20,
+			MaxLogLineBytes:   64 << 10,
+			BuildTimeout:      2 * time.Hour,
 		},
 	}
 }
@@ -184,6 +232,11 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	set(&c.Listen.Executor, "OBB_EXECUTOR_ADDR")
 	set(&c.Listen.Release, "OBB_RELEASE_ADDR")
 	set(&c.Listen.Metrics, "OBB_METRICS_ADDR")
+	set(&c.Listen.Admin, "OBB_ADMIN_ADDR")
+	set(&c.AdminToken, "OBB_ADMIN_TOKEN")
+	set(&c.TLS.CA, "OBB_TLS_CA")
+	set(&c.TLS.Cert, "OBB_TLS_CERT")
+	set(&c.TLS.Key, "OBB_TLS_KEY")
 	if v := getenv("DOCKER_BUILDKIT"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -191,12 +244,63 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		}
 		c.BuildKit = b
 	}
-	if v := getenv("OBB_BUILD_TIMEOUT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("OBB_BUILD_TIMEOUT: %w", err)
+	var errs []error
+	for _, d := range []struct {
+		key string
+		dst *time.Duration
+	}{
+		{"OBB_BUILD_TIMEOUT", &c.Limits.BuildTimeout},
+		{"OBB_UPLOAD_TIMEOUT", &c.Limits.UploadTimeout},
+		{"OBB_UPLOAD_RATE_WINDOW", &c.Limits.UploadRateWindow},
+	} {
+		if v := getenv(d.key); v != "" {
+			x, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %q is not a duration (e.g. 30s, 1h)", d.key, v))
+				continue
+			}
+			*d.dst = x
 		}
-		c.Limits.BuildTimeout = d
+	}
+	for _, n := range []struct {
+		key string
+		dst *int64
+	}{
+		{"OBB_MAX_UPLOAD_BYTES", &c.Limits.MaxUploadBytes},
+		{"OBB_MAX_CONTEXT_BYTES", &c.Limits.MaxContextBytes},
+		{"OBB_UPLOAD_MIN_RATE", &c.Limits.UploadMinRate},
+	} {
+		if v := getenv(n.key); v != "" {
+			x, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || x < 0 {
+				errs = append(errs, fmt.Errorf("%s: %q is not a number of bytes", n.key, v))
+				continue
+			}
+			*n.dst = x
+		}
+	}
+	for _, n := range []struct {
+		key string
+		dst *int
+	}{
+		{"OBB_MAX_EXPANSION_RATIO", &c.Limits.MaxExpansionRatio},
+		{"OBB_MAX_ENTRIES", &c.Limits.MaxEntries},
+		{"OBB_MAX_BUILDS", &c.Limits.MaxBuilds},
+		{"OBB_MAX_BUILDS_PER_USER", &c.Limits.MaxBuildsPerUser},
+		{"OBB_MAX_LOG_BYTES", &c.Limits.MaxLogBytes},
+		{"OBB_MAX_LOG_LINE_BYTES", &c.Limits.MaxLogLineBytes},
+	} {
+		if v := getenv(n.key); v != "" {
+			x, err := strconv.Atoi(v)
+			if err != nil || x < 0 {
+				errs = append(errs, fmt.Errorf("%s: %q is not a positive number", n.key, v))
+				continue
+			}
+			*n.dst = x
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	for _, e := range []struct{ key, name string }{{"DOCKER_HOST_AMD64", "amd64"}, {"DOCKER_HOST_ARM64", "arm64"}} {
 		v := getenv(e.key)
@@ -205,6 +309,9 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		}
 		h := Host{Name: e.name, Plugin: "docker-tcp", Endpoint: v, MaxConcurrent: 2, AllowPlaintext: true,
 			NetworkMode: getenv("OBB_BUILD_NETWORK")}
+		if err := dockerTLS(&h, strings.ToUpper(e.name), getenv); err != nil {
+			return err
+		}
 		if e.name == "amd64" {
 			h.NativeArchs, h.EmulatedArchs = amd64Native, arm64Native
 		} else {
@@ -212,6 +319,45 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		}
 		c.Hosts = append(c.Hosts, h)
 	}
+	return nil
+}
+
+// dockerTLS applies Docker's own TLS convention to a host from
+// DOCKER_HOST_<ARCH>: DOCKER_TLS_VERIFY=1 with the certificates in
+// DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem), or the per-architecture
+// DOCKER_TLS_VERIFY_<ARCH> and DOCKER_CERT_PATH_<ARCH>, which win.
+func dockerTLS(h *Host, arch string, getenv func(string) string) error {
+	pick := func(key string) (string, string) {
+		if v := getenv(key + "_" + arch); v != "" {
+			return key + "_" + arch, v
+		}
+		return key, getenv(key)
+	}
+	verifyKey, verify := pick("DOCKER_TLS_VERIFY")
+	pathKey, certPath := pick("DOCKER_CERT_PATH")
+	if verify == "" {
+		return nil
+	}
+	on, err := strconv.ParseBool(verify)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not a boolean (use 1 or 0)", verifyKey, verify)
+	}
+	if !on {
+		return nil
+	}
+	if certPath == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			certPath = filepath.Join(home, ".docker")
+		}
+	}
+	for _, f := range []string{"ca.pem", "cert.pem", "key.pem"} {
+		if _, err := os.Stat(filepath.Join(certPath, f)); err != nil {
+			return fmt.Errorf("%s=1 for DOCKER_HOST_%s: %s/%s: %v (set %s to the directory holding ca.pem, cert.pem and key.pem)",
+				verifyKey, arch, certPath, f, err, pathKey)
+		}
+	}
+	h.TLSCA, h.TLSCert, h.TLSKey = filepath.Join(certPath, "ca.pem"), filepath.Join(certPath, "cert.pem"), filepath.Join(certPath, "key.pem")
+	h.AllowPlaintext = false
 	return nil
 }
 
@@ -304,6 +450,12 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.BuildTimeout <= 0 {
 		errs = append(errs, errors.New("limits.build_timeout: must be positive"))
+	}
+	if c.Limits.MaxBuilds < 1 || c.Limits.MaxBuildsPerUser < 1 {
+		errs = append(errs, errors.New("limits.max_builds and max_builds_per_user (OBB_MAX_BUILDS, OBB_MAX_BUILDS_PER_USER): at least 1"))
+	}
+	if t := c.TLS; t.Enabled() && (t.CA == "" || t.Cert == "" || t.Key == "") {
+		errs = append(errs, errors.New("tls (OBB_TLS_CA, OBB_TLS_CERT, OBB_TLS_KEY): all three go together"))
 	}
 	return errors.Join(errs...)
 }

@@ -5,17 +5,15 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
-// Dial returns a client connection to another builder service. The services
-// talk plaintext gRPC; run them on loopback or a private network.
-func Dial(target string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+// Dial returns a client connection to another builder service,
+// authenticated as auth says (mTLS or the process secret).
+func Dial(target string, auth *Internal) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(target, append(auth.DialOptions(),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", target, err)
 	}

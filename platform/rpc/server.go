@@ -22,16 +22,23 @@ import (
 // MaxMessageBytes bounds one gRPC message (context chunks are far smaller).
 const MaxMessageBytes = 16 << 20
 
-// NewServer returns a gRPC server with tracing, recovery and logging, and
-// registers health and reflection on it. Register services, then call
-// Health.SetServingStatus for each.
-func NewServer(logger *slog.Logger) (*grpc.Server, *health.Server) {
-	srv := grpc.NewServer(
+// NewServer returns a gRPC server with tracing, recovery, logging and
+// authentication (authn sees every call before its handler; nil: none, for
+// tests only), and registers health and reflection on it. Register
+// services, then call Health.SetServingStatus for each.
+func NewServer(logger *slog.Logger, authn Authenticator, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
+	unary := []grpc.UnaryServerInterceptor{recoverUnary(logger), logUnary(logger)}
+	stream := []grpc.StreamServerInterceptor{recoverStream(logger)}
+	if authn != nil {
+		unary = append(unary, authUnary(authn))
+		stream = append(stream, authStream(authn))
+	}
+	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
-		grpc.ChainUnaryInterceptor(recoverUnary(logger), logUnary(logger)),
-		grpc.ChainStreamInterceptor(recoverStream(logger)),
-	)
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+	}, opts...)...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 
 	"github.com/hashicorp/go-plugin"
@@ -41,10 +42,17 @@ func Launch(ctx context.Context, path string, logger *slog.Logger) (*Client, err
 	// lock), so start-up is cut short by killing the process through its own
 	// context instead. That context lives as long as the plugin.
 	procCtx, stop := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(procCtx, path)
+	cmd.Env = pluginEnv(os.Getenv)
 	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: PluginSets(nil),
-		Cmd:              exec.CommandContext(procCtx, path),
+		Cmd:              cmd,
+		// The plugin gets none of the builder's environment (tokens, TLS
+		// keys, DOCKER_*): what a job needs travels in its spec.
+		SkipHostEnv: true,
+		// The plugin connection is mTLS with keys made for this launch.
+		AutoMTLS:         true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		GRPCDialOptions:  []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler())},
 		Logger:           newHCLogger(logger, "plugin"),
@@ -91,4 +99,16 @@ func dispense(pc *plugin.Client, stop context.CancelFunc) (*Client, error) {
 		return nil, errors.New("dispensed plugin is not an Executor")
 	}
 	return &Client{Executor: exec, Version: pc.NegotiatedVersion(), client: pc, stop: stop}, nil
+}
+
+// pluginEnv is the whole environment of a plugin process: where programs
+// and temporary files are, nothing else.
+func pluginEnv(getenv func(string) string) []string {
+	var env []string
+	for _, k := range []string{"PATH", "TMPDIR"} {
+		if v := getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
 }

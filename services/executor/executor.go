@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -162,7 +161,7 @@ func (s *Server) RunJob(req *executorv1.RunJobRequest, stream grpc.ServerStreami
 		_ = info(buildv1.Level_LEVEL_WARN, fmt.Sprintf("No native %s host is available: building on %s under QEMU emulation (slower)", job.GetArch(), h.Name))
 	}
 
-	result, err := s.build(ctx, h, job, func(l *pluginv1.Log) error {
+	result, err := s.build(ctx, h, job, req.GetTicket(), func(l *pluginv1.Log) error {
 		level := buildv1.Level_LEVEL_OUTPUT
 		switch {
 		case l.GetError():
@@ -189,25 +188,22 @@ func (s *Server) RunJob(req *executorv1.RunJobRequest, stream grpc.ServerStreami
 	return nil
 }
 
-// build fetches the context, gets a push token and runs the plugin.
-func (s *Server) build(ctx context.Context, h config.Host, job *buildv1.Job, logs sdk.LogSink) (*pluginv1.Result, error) {
+// build fetches the context, gets a push token and runs the plugin; the
+// job's ticket opens each of them.
+func (s *Server) build(ctx context.Context, h config.Host, job *buildv1.Job, ticket string, logs sdk.LogSink) (*pluginv1.Result, error) {
 	plugin, err := s.plugins.Get(ctx, h.Plugin)
 	if err != nil {
 		return nil, err
 	}
-	registry, repo, ok := strings.Cut(job.GetImageLocation(), "/")
-	if !ok || repo == "" {
-		return nil, fmt.Errorf("image location %q has no repository", job.GetImageLocation())
-	}
-	tok, err := s.release.RegistryToken(ctx, &releasev1.RegistryTokenRequest{Repositories: []string{repo}, Actions: []string{"pull", "push"}})
+	tok, err := s.release.RegistryToken(ctx, &releasev1.RegistryTokenRequest{JobId: job.GetJobId(), Ticket: ticket})
 	if err != nil {
-		return nil, fmt.Errorf("registry token for %s: %s", registry, status.Convert(err).Message())
+		return nil, fmt.Errorf("registry token for %s: %s", job.GetImageLocation(), status.Convert(err).Message())
 	}
 	cc, err := s.contexts(job.GetContextAddress())
 	if err != nil {
 		return nil, fmt.Errorf("build context: %w", err)
 	}
-	secrets, err := cc.GetBuildSecrets(ctx, &ingestv1.GetBuildSecretsRequest{BuildId: job.GetBuildId(), Service: job.GetService()})
+	secrets, err := cc.GetBuildSecrets(ctx, &ingestv1.GetBuildSecretsRequest{BuildId: job.GetBuildId(), Service: job.GetService(), JobId: job.GetJobId(), Ticket: ticket})
 	if err != nil {
 		return nil, fmt.Errorf("build secrets: %s", status.Convert(err).Message())
 	}
@@ -231,7 +227,7 @@ func (s *Server) build(ctx context.Context, h config.Host, job *buildv1.Job, log
 	if job.GetPullImage() != "" {
 		return plugin.Build(ctx, spec, bytes.NewReader(nil), logs) // nothing to build: no context
 	}
-	ctxStream, err := cc.OpenContext(ctx, &ingestv1.OpenContextRequest{BuildId: job.GetBuildId(), Service: job.GetService()})
+	ctxStream, err := cc.OpenContext(ctx, &ingestv1.OpenContextRequest{BuildId: job.GetBuildId(), Service: job.GetService(), JobId: job.GetJobId(), Ticket: ticket})
 	if err != nil {
 		return nil, fmt.Errorf("build context: %s", status.Convert(err).Message())
 	}

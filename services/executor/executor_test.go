@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -25,18 +26,32 @@ import (
 	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 )
 
-const secretToken = "registry-token-that-must-not-leak"
+const (
+	secretToken = "registry-token-that-must-not-leak"
+	testTicket  = "ticket-of-job-7"
+)
 
 type contextServer struct {
 	ingestv1.UnimplementedContextServiceServer
 	tar []byte
+
+	mu      sync.Mutex
+	tickets []string // job id + ticket of each call
 }
 
-func (c *contextServer) GetBuildSecrets(context.Context, *ingestv1.GetBuildSecretsRequest) (*ingestv1.GetBuildSecretsResponse, error) {
+func (c *contextServer) saw(jobID, ticket string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tickets = append(c.tickets, jobID+" "+ticket)
+}
+
+func (c *contextServer) GetBuildSecrets(_ context.Context, req *ingestv1.GetBuildSecretsRequest) (*ingestv1.GetBuildSecretsResponse, error) {
+	c.saw(req.GetJobId(), req.GetTicket())
 	return &ingestv1.GetBuildSecretsResponse{RegistryConfig: "cfg", Secrets: []*ingestv1.BuildSecret{{Dest: "app/token", Content: []byte("s")}}}, nil
 }
 
 func (c *contextServer) OpenContext(req *ingestv1.OpenContextRequest, s grpc.ServerStreamingServer[ingestv1.OpenContextResponse]) error {
+	c.saw(req.GetJobId(), req.GetTicket())
 	for b := c.tar; len(b) > 0; {
 		n := min(len(b), 100) // many small chunks
 		if err := s.Send(&ingestv1.OpenContextResponse{Chunk: b[:n]}); err != nil {
@@ -49,11 +64,11 @@ func (c *contextServer) OpenContext(req *ingestv1.OpenContextRequest, s grpc.Ser
 
 type releaseServer struct {
 	releasev1.UnimplementedReleaseServiceServer
-	repos []string
+	jobs []string // job id + ticket of each call
 }
 
 func (r *releaseServer) RegistryToken(_ context.Context, req *releasev1.RegistryTokenRequest) (*releasev1.RegistryTokenResponse, error) {
-	r.repos = append(r.repos, req.GetRepositories()...)
+	r.jobs = append(r.jobs, req.GetJobId()+" "+req.GetTicket())
 	return &releasev1.RegistryTokenResponse{Token: secretToken}, nil
 }
 
@@ -81,8 +96,16 @@ var hosts = []config.Host{{Name: "amd", Plugin: "fake", Endpoint: "unix:///x.soc
 
 func newExecutor(t *testing.T, fake *sdktest.FakeExecutor) (executorv1.ExecutorServiceClient, *releaseServer) {
 	t.Helper()
-	ctxConn := serve(t, func(s *grpc.Server) {
-		ingestv1.RegisterContextServiceServer(s, &contextServer{tar: sdktest.ContextTar(t, map[string]string{"Dockerfile": "FROM busybox\n", "app.txt": strings.Repeat("x", 1000)})})
+	cs := &contextServer{tar: sdktest.ContextTar(t, map[string]string{"Dockerfile": "FROM busybox\n", "app.txt": strings.Repeat("x", 1000)})}
+	ctxConn := serve(t, func(s *grpc.Server) { ingestv1.RegisterContextServiceServer(s, cs) })
+	t.Cleanup(func() {
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		for _, got := range cs.tickets {
+			if got != "7/main "+testTicket {
+				t.Errorf("context service called with %q, want the job with its ticket", got)
+			}
+		}
 	})
 	rel := &releaseServer{}
 	relConn := serve(t, func(s *grpc.Server) { releasev1.RegisterReleaseServiceServer(s, rel) })
@@ -97,7 +120,7 @@ func newExecutor(t *testing.T, fake *sdktest.FakeExecutor) (executorv1.ExecutorS
 
 func runJob(t *testing.T, c executorv1.ExecutorServiceClient, emulated bool) []*buildv1.Event {
 	t.Helper()
-	stream, err := c.RunJob(context.Background(), &executorv1.RunJobRequest{Host: "amd", Emulated: emulated, Job: &buildv1.Job{
+	stream, err := c.RunJob(context.Background(), &executorv1.RunJobRequest{Host: "amd", Emulated: emulated, Ticket: testTicket, Job: &buildv1.Job{
 		JobId: "7/main", BuildId: "7", Service: "main", Arch: "aarch64", Platform: "linux/arm64/v8",
 		ImageLocation: "registry.local:5000/v2/0123abcd", Dockerfile: "Dockerfile", BuildArgs: map[string]string{"A": "1"}}})
 	if err != nil {
@@ -163,8 +186,8 @@ func TestRunJobSucceeds(t *testing.T) {
 		got.GetHost().GetEndpoint() != "unix:///x.sock" || got.GetBuildArgs()["A"] != "1" {
 		t.Errorf("spec = %v", got)
 	}
-	if len(rel.repos) != 1 || rel.repos[0] != "v2/0123abcd" {
-		t.Errorf("token asked for %v, want the repository without the registry host", rel.repos)
+	if len(rel.jobs) != 1 || rel.jobs[0] != "7/main "+testTicket {
+		t.Errorf("token asked for %v, want the job with its ticket", rel.jobs)
 	}
 	for _, e := range events {
 		if strings.Contains(e.String(), secretToken) {

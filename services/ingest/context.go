@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
+	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 	"github.com/open-balena-builder/builder/services/ingest/metadata"
 	"github.com/open-balena-builder/builder/services/ingest/project"
 )
@@ -30,13 +31,9 @@ const contextChunk = 256 << 10
 // its files without .balena/ and .resin/, with the resolved (templated)
 // Dockerfile in place.
 func (s *Server) OpenContext(req *ingestv1.OpenContextRequest, stream grpc.ServerStreamingServer[ingestv1.OpenContextResponse]) error {
-	b, err := s.lookup(req.GetBuildId())
+	b, svc, err := s.jobService(stream.Context(), req.GetBuildId(), req.GetService(), req.GetJobId(), req.GetTicket())
 	if err != nil {
 		return err
-	}
-	svc := b.plan.Service(req.GetService())
-	if svc == nil {
-		return status.Errorf(codes.NotFound, "build %s has no service %q", b.id, req.GetService())
 	}
 	w := &chunkWriter{send: func(p []byte) error {
 		return stream.Send(&ingestv1.OpenContextResponse{Chunk: p})
@@ -53,15 +50,11 @@ func (s *Server) OpenContext(req *ingestv1.OpenContextRequest, stream grpc.Serve
 }
 
 // GetBuildSecrets returns a service's build secrets and the project's
-// registry credentials. Only executors call it, right before a build.
-func (s *Server) GetBuildSecrets(_ context.Context, req *ingestv1.GetBuildSecretsRequest) (*ingestv1.GetBuildSecretsResponse, error) {
-	b, err := s.lookup(req.GetBuildId())
+// registry credentials, to the executor running that service's job only.
+func (s *Server) GetBuildSecrets(ctx context.Context, req *ingestv1.GetBuildSecretsRequest) (*ingestv1.GetBuildSecretsResponse, error) {
+	b, svc, err := s.jobService(ctx, req.GetBuildId(), req.GetService(), req.GetJobId(), req.GetTicket())
 	if err != nil {
 		return nil, err
-	}
-	svc := b.plan.Service(req.GetService())
-	if svc == nil {
-		return nil, status.Errorf(codes.NotFound, "build %s has no service %q", b.id, req.GetService())
 	}
 	b.mu.Lock() // forgetSecrets clears them when the build ends
 	defer b.mu.Unlock()
@@ -70,6 +63,28 @@ func (s *Server) GetBuildSecrets(_ context.Context, req *ingestv1.GetBuildSecret
 		resp.Secrets = append(resp.Secrets, &ingestv1.BuildSecret{Dest: sec.Dest, Content: sec.Content})
 	}
 	return resp, nil
+}
+
+// jobService finds a build's service for the executor running its job: the
+// scheduler confirms that jobID runs, that ticket is the one it gave that
+// job's executor, and that the job is this build's service.
+func (s *Server) jobService(ctx context.Context, buildID, service, jobID, ticket string) (*build, *project.Service, error) {
+	job, err := s.scheduler.AuthorizeJob(ctx, &schedulerv1.AuthorizeJobRequest{JobId: jobID, Ticket: ticket})
+	if err != nil {
+		return nil, nil, passOn(err)
+	}
+	if job.GetJob().GetBuildId() != buildID || job.GetJob().GetService() != service {
+		return nil, nil, status.Errorf(codes.PermissionDenied, "job %q is not service %q of build %q", jobID, service, buildID)
+	}
+	b, err := s.lookup(buildID)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc := b.plan.Service(service)
+	if svc == nil {
+		return nil, nil, status.Errorf(codes.NotFound, "build %s has no service %q", b.id, service)
+	}
+	return b, svc, nil
 }
 
 // dockerignore reads the context's .dockerignore (nil when it has none).

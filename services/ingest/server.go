@@ -13,18 +13,17 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/open-balena-builder/builder/platform/hub"
+	"github.com/open-balena-builder/builder/platform/rpc"
 	"github.com/open-balena-builder/builder/platform/recent"
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
@@ -49,7 +48,20 @@ type Config struct {
 	StatusPoll time.Duration
 	// Meter records ingest's metrics (nil: none).
 	Meter metric.Meter
+	// OperatorToken lets its bearer see and cancel every build (the admin
+	// listener forwards it); empty: nobody is an operator here.
+	OperatorToken string
+	// MaxBuilds bounds the pushes in progress (upload included), in all and
+	// per user; beyond, a push is refused with ResourceExhausted (HTTP 429).
+	// Zero: DefaultMaxBuilds, DefaultMaxBuildsPerUser.
+	MaxBuilds, MaxBuildsPerUser int
 }
+
+// Defaults of the concurrency limits.
+const (
+	DefaultMaxBuilds        = 50
+	DefaultMaxBuildsPerUser = 5
+)
 
 // Server implements IngestService and ContextService.
 type Server struct {
@@ -64,12 +76,20 @@ type Server struct {
 
 	builds  *recent.Set[*build]
 	running sync.WaitGroup
+	access  *accessCache
+	slots   *slots
 }
 
 // New returns an ingest server.
 func New(cfg Config, release releasev1.ReleaseServiceClient, scheduler schedulerv1.SchedulerServiceClient, logger *slog.Logger) (*Server, error) {
 	if cfg.KeepBuilds <= 0 {
 		cfg.KeepBuilds = 500
+	}
+	if cfg.MaxBuilds <= 0 {
+		cfg.MaxBuilds = DefaultMaxBuilds
+	}
+	if cfg.MaxBuildsPerUser <= 0 {
+		cfg.MaxBuildsPerUser = DefaultMaxBuildsPerUser
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "builds"), 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -78,7 +98,8 @@ func New(cfg Config, release releasev1.ReleaseServiceClient, scheduler scheduler
 	if err != nil {
 		return nil, fmt.Errorf("ingest metrics: %w", err)
 	}
-	return &Server{cfg: cfg, release: release, scheduler: scheduler, log: logger, metrics: m, builds: recent.New[*build](cfg.KeepBuilds)}, nil
+	return &Server{cfg: cfg, release: release, scheduler: scheduler, log: logger, metrics: m, builds: recent.New[*build](cfg.KeepBuilds),
+		access: newAccessCache(time.Now), slots: newSlots(cfg.MaxBuilds, cfg.MaxBuildsPerUser)}, nil
 }
 
 // Wait blocks until every background build has ended (for shutdown and tests).
@@ -86,11 +107,8 @@ func (s *Server) Wait() { s.running.Wait() }
 
 // bearer extracts the caller's token from "authorization: Bearer <t>".
 func bearer(ctx context.Context) (string, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	for _, v := range md.Get("authorization") {
-		if tok, ok := strings.CutPrefix(v, "Bearer "); ok && strings.TrimSpace(tok) != "" {
-			return strings.TrimSpace(tok), nil
-		}
+	if tok, ok := rpc.BearerFromContext(ctx); ok {
+		return tok, nil
 	}
 	return "", status.Error(codes.Unauthenticated, "no token: send Authorization: Bearer <token> (log in with `balena login`)")
 }
@@ -114,6 +132,16 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[ingestv1.BuildRequest, in
 	if err != nil {
 		return passOn(err)
 	}
+	free, err := s.slots.take(auth.GetUser().GetUsername())
+	if err != nil {
+		return err
+	}
+	started := false
+	defer func() {
+		if !started {
+			free()
+		}
+	}()
 	if err := stream.Send(&ingestv1.BuildResponse{Msg: &ingestv1.BuildResponse_Accepted{Accepted: &ingestv1.Accepted{
 		User: auth.GetUser().GetUsername(), Fleet: auth.GetFleet().GetSlug()}}}); err != nil {
 		return err
@@ -123,11 +151,12 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[ingestv1.BuildRequest, in
 	if err != nil {
 		return status.Errorf(codes.Internal, "cannot store the upload: %v", err)
 	}
-	b, err := s.prepare(ctx, stream, spec, token, auth, dir)
+	b, err := s.prepare(ctx, stream, spec, token, auth, dir, free)
 	if err != nil {
 		os.RemoveAll(dir)
 		return err
 	}
+	started = true
 	if err := stream.Send(&ingestv1.BuildResponse{Msg: &ingestv1.BuildResponse_Started{Started: &ingestv1.Started{
 		BuildId: b.id, ReleaseId: b.releaseID, Commit: b.commit}}}); err != nil {
 		b.cancel(errCancelled("the client disconnected"))
@@ -150,7 +179,7 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[ingestv1.BuildRequest, in
 // prepare receives the upload, plans the build, records the release and
 // starts the build in the background.
 func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[ingestv1.BuildRequest, ingestv1.BuildResponse],
-	spec *ingestv1.BuildSpec, token string, auth *releasev1.AuthorizeResponse, dir string) (*build, error) {
+	spec *ingestv1.BuildSpec, token string, auth *releasev1.AuthorizeResponse, dir string, free func()) (*build, error) {
 	src := filepath.Join(dir, "src")
 	if err := os.Mkdir(src, 0o700); err != nil {
 		return nil, status.Errorf(codes.Internal, "cannot store the upload: %v", err)
@@ -242,6 +271,7 @@ func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[in
 	s.running.Add(1)
 	go func() {
 		defer s.running.Done()
+		defer free()
 		s.run(b, spec)
 	}()
 	return b, nil
@@ -268,17 +298,21 @@ func (s *Server) lookup(id string) (*build, error) {
 	return b, nil
 }
 
-// GetBuild returns one build.
-func (s *Server) GetBuild(_ context.Context, req *ingestv1.GetBuildRequest) (*ingestv1.GetBuildResponse, error) {
-	b, err := s.lookup(req.GetBuildId())
+// GetBuild returns one build the caller may see.
+func (s *Server) GetBuild(ctx context.Context, req *ingestv1.GetBuildRequest) (*ingestv1.GetBuildResponse, error) {
+	b, _, err := s.visible(ctx, req.GetBuildId())
 	if err != nil {
 		return nil, err
 	}
 	return &ingestv1.GetBuildResponse{Build: b.view()}, nil
 }
 
-// ListBuilds returns the known builds, newest first.
-func (s *Server) ListBuilds(_ context.Context, req *ingestv1.ListBuildsRequest) (*ingestv1.ListBuildsResponse, error) {
+// ListBuilds returns the builds the caller may see, newest first.
+func (s *Server) ListBuilds(ctx context.Context, req *ingestv1.ListBuildsRequest) (*ingestv1.ListBuildsResponse, error) {
+	c, err := s.callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	limit := int(req.GetLimit())
 	if limit <= 0 {
 		limit = 50
@@ -286,18 +320,24 @@ func (s *Server) ListBuilds(_ context.Context, req *ingestv1.ListBuildsRequest) 
 	all := s.builds.All()
 	sort.Slice(all, func(i, j int) bool { return all[i].releaseID > all[j].releaseID })
 	resp := &ingestv1.ListBuildsResponse{}
-	for i, b := range all {
-		if i == limit {
+	for _, b := range all {
+		if len(resp.Builds) == limit {
 			break
 		}
-		resp.Builds = append(resp.Builds, b.view())
+		ok, err := s.canSee(ctx, c, b)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			resp.Builds = append(resp.Builds, b.view())
+		}
 	}
 	return resp, nil
 }
 
 // WatchBuild replays a build's events and follows them to the end.
 func (s *Server) WatchBuild(req *ingestv1.WatchBuildRequest, stream grpc.ServerStreamingServer[ingestv1.WatchBuildResponse]) error {
-	b, err := s.lookup(req.GetBuildId())
+	b, _, err := s.visible(stream.Context(), req.GetBuildId())
 	if err != nil {
 		return err
 	}
@@ -306,16 +346,15 @@ func (s *Server) WatchBuild(req *ingestv1.WatchBuildRequest, stream grpc.ServerS
 	})
 }
 
-// CancelBuild stops a build; its release ends cancelled.
-func (s *Server) CancelBuild(_ context.Context, req *ingestv1.CancelBuildRequest) (*ingestv1.CancelBuildResponse, error) {
-	b, err := s.lookup(req.GetBuildId())
+// CancelBuild stops a build; its release ends cancelled. The log says who
+// cancelled it.
+func (s *Server) CancelBuild(ctx context.Context, req *ingestv1.CancelBuildRequest) (*ingestv1.CancelBuildResponse, error) {
+	b, c, err := s.visible(ctx, req.GetBuildId())
 	if err != nil {
 		return nil, err
 	}
-	reason := req.GetReason()
-	if reason == "" {
-		reason = "cancelled by an operator"
-	}
-	b.cancel(errCancelled(reason))
+	why := cancelText(c, req.GetReason())
+	s.log.Info("build cancelled", "build", b.id, "by", why)
+	b.cancel(errCancelled(why))
 	return &ingestv1.CancelBuildResponse{Build: b.view()}, nil
 }

@@ -7,14 +7,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
+	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 	"github.com/open-balena-builder/builder/services/release/openbalena"
 	"github.com/open-balena-builder/builder/tests/apistandin"
 )
@@ -35,6 +39,30 @@ type harness struct {
 	key   string // the user's API key: the user token
 	fleet apistandin.Fleet
 	srv   *Server
+	jobs  *fakeJobs
+}
+
+// fakeJobs stands in for the scheduler's AuthorizeJob: running jobs by id,
+// each with its ticket and image location.
+type fakeJobs struct {
+	mu      sync.Mutex
+	running map[string][2]string // job id → ticket, image location
+}
+
+func (f *fakeJobs) run(jobID, ticket, location string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.running[jobID] = [2]string{ticket, location}
+}
+
+func (f *fakeJobs) AuthorizeJob(_ context.Context, req *schedulerv1.AuthorizeJobRequest, _ ...grpc.CallOption) (*schedulerv1.AuthorizeJobResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, ok := f.running[req.GetJobId()]
+	if !ok || j[0] != req.GetTicket() {
+		return nil, status.Errorf(codes.PermissionDenied, "job %q is not running, or the ticket is not its own", req.GetJobId())
+	}
+	return &schedulerv1.AuthorizeJobResponse{Job: &buildv1.Job{JobId: req.GetJobId(), ImageLocation: j[1]}}, nil
 }
 
 // newHarness starts a stand-in with user "admin" and fleet admin/<app>;
@@ -56,8 +84,9 @@ func newHarness(t *testing.T, deviceType string, wrap func(http.Handler) http.Ha
 	client := openbalena.New(hs.URL, hs.Client(), slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		openbalena.WithRetry(openbalena.RetryPolicy{Attempts: 5, Initial: time.Millisecond, Max: 5 * time.Millisecond}))
 	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := New(Config{APIURL: hs.URL, BuilderToken: testBuilderToken, RegistryHost: testRegistry}, client, logger)
-	return &harness{api: api, url: hs.URL, key: key, fleet: fleet, srv: srv}
+	jobs := &fakeJobs{running: map[string][2]string{}}
+	srv := New(Config{APIURL: hs.URL, BuilderToken: testBuilderToken, RegistryHost: testRegistry}, client, jobs, logger)
+	return &harness{api: api, url: hs.URL, key: key, fleet: fleet, srv: srv, jobs: jobs}
 }
 
 // defaultComposition is @balena/compose's defaultComposition() (§6).

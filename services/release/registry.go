@@ -11,16 +11,37 @@ import (
 	"google.golang.org/grpc/status"
 
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
+	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 	"github.com/open-balena-builder/builder/services/release/openbalena"
 )
 
 // RegistryToken gets a registry token from /auth/v1/token with the builder
-// token, for the actions on each repository ("v2/<hash>", no host).
+// token, for pull and push of one running job's own image repository: the
+// scheduler confirms the job runs and that the caller holds its ticket
+// (only the executor it was sent to does). Nothing else can be asked for.
 func (s *Server) RegistryToken(ctx context.Context, req *releasev1.RegistryTokenRequest) (*releasev1.RegistryTokenResponse, error) {
 	if s.cfg.BuilderToken == "" {
 		return nil, status.Error(codes.FailedPrecondition, "registry token: no builder token configured (TOKEN_AUTH_BUILDER_TOKEN)")
 	}
-	repos, actions := req.GetRepositories(), req.GetActions()
+	if s.jobs == nil {
+		return nil, status.Error(codes.FailedPrecondition, "registry token: no scheduler to confirm the job")
+	}
+	job, err := s.jobs.AuthorizeJob(ctx, &schedulerv1.AuthorizeJobRequest{JobId: req.GetJobId(), Ticket: req.GetTicket()})
+	if err != nil {
+		st := status.Convert(err)
+		return nil, status.Errorf(st.Code(), "registry token: %s", st.Message())
+	}
+	location := job.GetJob().GetImageLocation()
+	host, repo, ok := strings.Cut(location, "/")
+	if !ok || repo == "" || !strings.EqualFold(host, s.cfg.RegistryHost) {
+		return nil, status.Errorf(codes.FailedPrecondition, "registry token: job %s's image location %q is not on %s", req.GetJobId(), location, s.cfg.RegistryHost)
+	}
+	return s.registryToken(ctx, []string{repo}, []string{"pull", "push"})
+}
+
+// registryToken asks the API for a token with actions on repos and checks
+// that it grants them.
+func (s *Server) registryToken(ctx context.Context, repos, actions []string) (*releasev1.RegistryTokenResponse, error) {
 	token, err := s.api.RegistryToken(ctx, s.cfg.BuilderToken, s.cfg.RegistryHost, repos, actions)
 	if errors.Is(err, openbalena.ErrUnauthorized) {
 		s.log.ErrorContext(ctx, "release: open-balena-api refused the builder token")

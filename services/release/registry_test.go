@@ -16,12 +16,11 @@ import (
 func TestRegistryToken(t *testing.T) {
 	h := newHarness(t, "genericx86-64-ext", nil)
 	created := h.createMain(t, false)
-	repo := strings.TrimPrefix(created.GetImages()[0].GetLocation(), testRegistry+"/")
-	other := "v2/0123456789abcdef0123456789abcdef" // no image row: the builder still gets it
+	location := created.GetImages()[0].GetLocation()
+	repo := strings.TrimPrefix(location, testRegistry+"/")
+	h.jobs.run("1/main", "ticket-1", location)
 
-	resp, err := h.srv.RegistryToken(context.Background(), &releasev1.RegistryTokenRequest{
-		Repositories: []string{repo, other}, Actions: []string{"pull", "push"},
-	})
+	resp, err := h.srv.RegistryToken(context.Background(), &releasev1.RegistryTokenRequest{JobId: "1/main", Ticket: "ticket-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,44 +41,61 @@ func TestRegistryToken(t *testing.T) {
 	if claims.Sub != "" || claims.Aud != testRegistry {
 		t.Errorf("sub %q aud %q", claims.Sub, claims.Aud)
 	}
-	if len(claims.Access) != 2 {
+	// The job's own repository, and nothing else.
+	if len(claims.Access) != 1 {
 		t.Fatalf("access = %+v", claims.Access)
 	}
-	for i, want := range []string{repo, other} {
-		a := claims.Access[i]
-		slices.Sort(a.Actions)
-		if a.Type != "repository" || a.Name != want || !slices.Equal(a.Actions, []string{"pull", "push"}) {
-			t.Errorf("access[%d] = %+v", i, a)
-		}
+	a := claims.Access[0]
+	slices.Sort(a.Actions)
+	if a.Type != "repository" || a.Name != repo || !slices.Equal(a.Actions, []string{"pull", "push"}) {
+		t.Errorf("access = %+v, want pull,push on %s", a, repo)
 	}
 }
 
 func TestRegistryTokenErrors(t *testing.T) {
 	h := newHarness(t, "genericx86-64-ext", nil)
+	h.jobs.run("1/main", "ticket-1", testRegistry+"/v2/abc")
+	h.jobs.run("2/main", "ticket-2", "elsewhere.example.com/v2/abc")
+	h.jobs.run("3/main", "ticket-3", testRegistry)
 	tests := []struct {
 		name    string
 		builder string
-		repos   []string
-		actions []string
+		job     string
+		ticket  string
 		code    codes.Code
 		msg     string
 	}{
-		{"registry host in the name", testBuilderToken, []string{testRegistry + "/v2/abc"}, []string{"pull"}, codes.InvalidArgument, "registry host"},
-		{"unknown action", testBuilderToken, []string{"v2/abc"}, []string{"delete"}, codes.InvalidArgument, "delete"},
-		{"no repository", testBuilderToken, nil, []string{"pull"}, codes.InvalidArgument, "no repository"},
-		{"wrong builder token", "wrong-builder-token", []string{"v2/abc"}, []string{"pull"}, codes.Internal, "TOKEN_AUTH_BUILDER_TOKEN"},
+		{"no job", testBuilderToken, "", "", codes.PermissionDenied, "not running"},
+		{"job not running", testBuilderToken, "9/main", "ticket-1", codes.PermissionDenied, "not running"},
+		{"another job's ticket", testBuilderToken, "1/main", "ticket-2", codes.PermissionDenied, "ticket"},
+		{"no ticket", testBuilderToken, "1/main", "", codes.PermissionDenied, "ticket"},
+		{"image location on another registry", testBuilderToken, "2/main", "ticket-2", codes.FailedPrecondition, "is not on " + testRegistry},
+		{"image location without repository", testBuilderToken, "3/main", "ticket-3", codes.FailedPrecondition, "is not on"},
+		{"wrong builder token", "wrong-builder-token", "1/main", "ticket-1", codes.Internal, "TOKEN_AUTH_BUILDER_TOKEN"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			client := openbalena.New(h.url, nil, nil, openbalena.WithRetry(openbalena.RetryPolicy{Attempts: 1}))
-			srv := New(Config{APIURL: h.url, BuilderToken: tt.builder, RegistryHost: testRegistry}, client, nil)
-			_, err := srv.RegistryToken(context.Background(), &releasev1.RegistryTokenRequest{Repositories: tt.repos, Actions: tt.actions})
+			srv := New(Config{APIURL: h.url, BuilderToken: tt.builder, RegistryHost: testRegistry}, client, h.jobs, nil)
+			_, err := srv.RegistryToken(context.Background(), &releasev1.RegistryTokenRequest{JobId: tt.job, Ticket: tt.ticket})
 			wantCode(t, err, tt.code, tt.msg)
-			if strings.Contains(err.Error(), tt.builder) {
-				t.Errorf("error %q holds the builder token", err)
+			if strings.Contains(err.Error(), tt.builder) || (tt.ticket != "" && strings.Contains(err.Error(), tt.ticket)) {
+				t.Errorf("error %q holds a secret", err)
 			}
 		})
 	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	h := newHarness(t, "genericx86-64-ext", nil)
+	resp, err := h.srv.Authenticate(context.Background(), &releasev1.AuthenticateRequest{UserToken: h.key})
+	if err != nil || resp.GetUser().GetUsername() != "admin" || resp.GetUser().GetId() == 0 {
+		t.Fatalf("Authenticate(owner) = %v, %v", resp, err)
+	}
+	_, err = h.srv.Authenticate(context.Background(), &releasev1.AuthenticateRequest{UserToken: "bogus"})
+	wantCode(t, err, codes.Unauthenticated, "")
+	_, err = h.srv.Authenticate(context.Background(), &releasev1.AuthenticateRequest{})
+	wantCode(t, err, codes.Unauthenticated, "")
 }
 
 func TestMissingGrants(t *testing.T) {

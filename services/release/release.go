@@ -4,6 +4,7 @@
 package release
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
+	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 	"github.com/open-balena-builder/builder/services/release/openbalena"
 )
 
@@ -54,18 +58,26 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// Jobs confirms that a job runs and that its caller holds the job's
+// ticket: the scheduler's AuthorizeJob.
+type Jobs interface {
+	AuthorizeJob(ctx context.Context, req *schedulerv1.AuthorizeJobRequest, opts ...grpc.CallOption) (*schedulerv1.AuthorizeJobResponse, error)
+}
+
 // Server implements releasev1.ReleaseServiceServer.
 type Server struct {
 	releasev1.UnimplementedReleaseServiceServer
 
-	cfg Config
-	api *openbalena.Client
-	log *slog.Logger
-	now func() time.Time
+	cfg  Config
+	api  *openbalena.Client
+	jobs Jobs
+	log  *slog.Logger
+	now  func() time.Time
 }
 
-// New returns a Server using api for every call. A nil logger discards.
-func New(cfg Config, api *openbalena.Client, logger *slog.Logger) *Server {
+// New returns a Server using api for every call and jobs to confirm the
+// jobs registry tokens are asked for. A nil logger discards.
+func New(cfg Config, api *openbalena.Client, jobs Jobs, logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -73,5 +85,5 @@ func New(cfg Config, api *openbalena.Client, logger *slog.Logger) *Server {
 		cfg.MaxLogBytes = DefaultMaxLogBytes
 	}
 	cfg.MaxLogBytes = min(cfg.MaxLogBytes, maxPatchBody)
-	return &Server{cfg: cfg, api: api, log: logger, now: time.Now}
+	return &Server{cfg: cfg, api: api, jobs: jobs, log: logger, now: time.Now}
 }

@@ -87,7 +87,8 @@ func TestTokensNeverInErrors(t *testing.T) {
 			return err
 		},
 		"registry token echoed": func() error {
-			_, err := h.srv.RegistryToken(ctx, &releasev1.RegistryTokenRequest{Repositories: []string{"v2/ab"}, Actions: []string{"pull"}})
+			h.jobs.run("1/main", "t", testRegistry+"/v2/ab")
+			_, err := h.srv.RegistryToken(ctx, &releasev1.RegistryTokenRequest{JobId: "1/main", Ticket: "t"})
 			return err
 		},
 		"finish release bad token": func() error {

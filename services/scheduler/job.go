@@ -98,7 +98,9 @@ func (s *Server) execute(b *build, j *buildv1.Job, p placement) (*buildv1.ImageR
 	if err != nil {
 		return nil, fmt.Sprintf("host %s: executor unreachable: %v", p.host, err), buildv1.JobState_JOB_STATE_FAILED
 	}
-	stream, err := client.RunJob(b.ctx, &executorv1.RunJobRequest{Job: j, Host: p.host, Emulated: p.emulated})
+	ticket, withdraw := s.tickets.issue(j, p.host)
+	defer withdraw()
+	stream, err := client.RunJob(b.ctx, &executorv1.RunJobRequest{Job: j, Host: p.host, Emulated: p.emulated, Ticket: ticket})
 	if err != nil {
 		return s.streamEnd(b, p, err)
 	}

@@ -47,6 +47,7 @@ type Server struct {
 	dial    ExecutorDialer
 	pool    *pool
 	metrics *metrics
+	tickets *tickets
 
 	builds *recent.Set[*build]
 
@@ -67,7 +68,7 @@ func New(cfg Config, dial ExecutorDialer, logger *slog.Logger) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("scheduler metrics: %w", err)
 	}
-	return &Server{cfg: cfg, log: logger, dial: dial, pool: p, metrics: m,
+	return &Server{cfg: cfg, log: logger, dial: dial, pool: p, metrics: m, tickets: newTickets(),
 		builds: recent.New[*build](cfg.KeepBuilds), freed: make(chan struct{})}, nil
 }
 

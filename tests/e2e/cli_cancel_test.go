@@ -17,9 +17,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
+	"github.com/open-balena-builder/builder/tests/harness"
 )
 
 func TestCLIDetachedBuildGoesOnAndItsLogCanBeRead(t *testing.T) {
@@ -37,13 +39,15 @@ func TestCLIDetachedBuildGoesOnAndItsLogCanBeRead(t *testing.T) {
 		t.Fatalf("detached reply %q (%v)", res.Stdout, err)
 	}
 
-	// WatchBuild over gRPC, as an operator with grpcurl would.
-	cc, err := grpc.NewClient(env.Ingest, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// WatchBuild over gRPC, as an operator with grpcurl would: on the
+	// admin address, with the operator token.
+	cc, err := grpc.NewClient(env.AdminAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	stream, err := ingestv1.NewIngestServiceClient(cc).WatchBuild(context.Background(), &ingestv1.WatchBuildRequest{BuildId: itoa(reply.ReleaseID)})
+	octx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+harness.AdminToken)
+	stream, err := ingestv1.NewIngestServiceClient(cc).WatchBuild(octx, &ingestv1.WatchBuildRequest{BuildId: itoa(reply.ReleaseID)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,8 +71,9 @@ func TestCLIDetachedBuildGoesOnAndItsLogCanBeRead(t *testing.T) {
 		t.Errorf("release %q", r.Status)
 	}
 
-	// The same log over REST, after the build ended.
-	resp, err := http.Get(env.BuilderURL + "/v1/builds/" + itoa(reply.ReleaseID) + "/logs")
+	// The same log over REST, after the build ended, as its user with
+	// their token on the public port (balena push --detached users).
+	resp, err := harness.Call(http.MethodGet, env.BuilderURL+"/v1/builds/"+itoa(reply.ReleaseID)+"/logs", f.token, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

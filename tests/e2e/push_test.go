@@ -179,8 +179,8 @@ func TestHeadlessAnswersAtOnceAndBuildGoesOn(t *testing.T) {
 	if r := waitRelease(t, reply.ReleaseID); r.Status != "success" {
 		t.Errorf("detached build ended %q", r.Status)
 	}
-	// Its log can still be read.
-	resp, err := http.Get(fmt.Sprintf("%s/v1/builds/%d/logs", env.BuilderURL, reply.ReleaseID))
+	// Its log can still be read, by its user with their token.
+	resp, err := harness.Call(http.MethodGet, fmt.Sprintf("%s/v1/builds/%d/logs", env.BuilderURL, reply.ReleaseID), f.token, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestSecretsStayOutOfLogsAndImages(t *testing.T) {
 
 func TestDrainedNativeHostFallsBackToEmulation(t *testing.T) {
 	hostAction := func(name, action string) string {
-		resp, err := http.Post(env.BuilderURL+"/v1/hosts/"+name+":"+action, "application/json", strings.NewReader("{}"))
+		resp, err := env.Admin(http.MethodPost, "/v1/hosts/"+name+":"+action, strings.NewReader("{}"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -307,7 +307,7 @@ func TestDrainedNativeHostFallsBackToEmulation(t *testing.T) {
 		t.Fatalf("with arm64 drained, the aarch64 build did not fall back to emulation on amd64:\n%s", text)
 	}
 
-	resp, err := http.Post(env.BuilderURL+"/v1/hosts/nope:drain", "application/json", strings.NewReader("{}"))
+	resp, err := env.Admin(http.MethodPost, "/v1/hosts/nope:drain", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)
 	}

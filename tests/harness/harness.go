@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,14 +20,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/open-balena-builder/builder/platform/certs"
 	"github.com/open-balena-builder/builder/tests/apistandin"
 	"github.com/open-balena-builder/builder/tests/stack"
 )
 
-// Issuer and BuilderToken of the stand-in API.
+// Issuer and BuilderToken of the stand-in API; AdminToken is the
+// builder's operator token (OBB_ADMIN_TOKEN).
 const (
 	Issuer       = "api.balena.local"
 	BuilderToken = "builder-token-0123456789abcdef"
+	AdminToken   = "operator-token-0123456789abcdef"
 )
 
 // ArmBase is the arm64 busybox image on the amd64 host.
@@ -56,9 +60,14 @@ type Stack struct {
 	AMD64      *stack.Dockerd
 	ARM64      *stack.Dockerd
 	BuilderURL string
+	// AdminURL is the operator surface (OBB_ADMIN_ADDR), REST and gRPC;
+	// AdminAddr the same without scheme, for gRPC clients.
+	AdminURL, AdminAddr string
 	// gRPC addresses.
 	Ingest, Scheduler, Executor, Release string
 	DataDir                              string
+	// TLS holds the services' mTLS files when they run split.
+	TLS certs.Files
 
 	apiSrv   *http.Server
 	builders []*exec.Cmd // the obb processes; the last one serves HTTP
@@ -208,7 +217,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 
 // startBuilder runs `obb serve all` with the seed's environment variables.
 func (s *Stack) startBuilder(ctx context.Context, o Options) error {
-	addrs := make([]string, 5)
+	addrs := make([]string, 6)
 	for i := range addrs {
 		a, err := freeAddr()
 		if err != nil {
@@ -218,6 +227,7 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
 	}
 	s.BuilderURL = "http://" + addrs[0]
 	s.Ingest, s.Scheduler, s.Executor, s.Release = addrs[1], addrs[2], addrs[3], addrs[4]
+	s.AdminAddr, s.AdminURL = addrs[5], "http://"+addrs[5]
 	s.DataDir = filepath.Join(s.Root, "data")
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
@@ -232,8 +242,19 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
 		"OBB_SCHEDULER_ADDR=" + s.Scheduler,
 		"OBB_EXECUTOR_ADDR=" + s.Executor,
 		"OBB_RELEASE_ADDR=" + s.Release,
+		"OBB_ADMIN_ADDR=" + s.AdminAddr,
+		"OBB_ADMIN_TOKEN=" + AdminToken,
 		"OBB_DATA_DIR=" + s.DataDir,
 		"OBB_LOG_LEVEL=debug",
+	}
+	if o.Split {
+		// Services in separate processes authenticate each other with mTLS.
+		f, err := certs.Generate(filepath.Join(s.Root, "certs"), []string{"127.0.0.1", "localhost"}, 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		s.TLS = f
+		env = append(env, "OBB_TLS_CA="+f.CA, "OBB_TLS_CERT="+f.Cert, "OBB_TLS_KEY="+f.Key)
 	}
 	args := []string{"serve"}
 	if s.ARM64 != nil {
@@ -299,7 +320,7 @@ func (s *Stack) waitReady(ctx context.Context) error {
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
-		resp, err := http.Get(s.BuilderURL + "/v1/hosts")
+		resp, err := s.Admin(http.MethodGet, "/v1/hosts", nil)
 		if err != nil {
 			continue
 		}
@@ -312,6 +333,27 @@ func (s *Stack) waitReady(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("obb not ready after 30s:\n%s", s.BuilderLogTail(40))
+}
+
+// Admin calls the operator surface's REST API with the operator token.
+func (s *Stack) Admin(method, path string, body io.Reader) (*http.Response, error) {
+	return Call(method, s.AdminURL+path, AdminToken, body)
+}
+
+// Call sends an HTTP request with "Authorization: Bearer <token>" (none
+// when token is "").
+func Call(method, url, token string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return http.DefaultClient.Do(req)
 }
 
 // BuilderPeakRSS is the builder process's peak resident memory (VmHWM), in

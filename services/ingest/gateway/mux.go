@@ -3,20 +3,26 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-
-	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
 )
 
-// NewMux returns the HTTP mux: /v3/build for balena-cli and the REST
-// gateway of IngestService (/v1/builds...) and SchedulerService (/v1/hosts).
-func NewMux(ctx context.Context, ingest ingestv1.IngestServiceClient, register []func(context.Context, *runtime.ServeMux) error, logger *slog.Logger) (*runtime.ServeMux, error) {
-	mux := runtime.NewServeMux()
-	if err := mux.HandlePath(http.MethodPost, "/v3/build", BuildHandler(ingest, logger)); err != nil {
-		return nil, fmt.Errorf("route /v3/build: %w", err)
+// NewMux returns an HTTP mux of grpc-gateway routes: build (balena-cli's
+// POST /v3/build, nil: none) and the REST routes register adds. Of the
+// request's headers only Authorization reaches the services (as
+// "authorization" metadata): no client-set Grpc-Metadata-* header gets
+// through to look like something the builder said.
+//
+// The public port mounts /v3/build and IngestService's build routes, which
+// show a user only the builds of their fleets; the admin listener mounts
+// IngestService and SchedulerService behind the operator token.
+func NewMux(ctx context.Context, build runtime.HandlerFunc, register ...func(context.Context, *runtime.ServeMux) error) (*runtime.ServeMux, error) {
+	mux := runtime.NewServeMux(runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }))
+	if build != nil {
+		if err := mux.HandlePath(http.MethodPost, "/v3/build", build); err != nil {
+			return nil, fmt.Errorf("route /v3/build: %w", err)
+		}
 	}
 	for _, r := range register {
 		if err := r(ctx, mux); err != nil {
@@ -25,4 +31,3 @@ func NewMux(ctx context.Context, ingest ingestv1.IngestServiceClient, register [
 	}
 	return mux, nil
 }
-

@@ -28,7 +28,11 @@ type RunJobRequest struct {
 	// Host to run on, one the executor registered.
 	Host string `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
 	// Run under emulation (the host does not build the job's arch natively).
-	Emulated      bool `protobuf:"varint,3,opt,name=emulated,proto3" json:"emulated,omitempty"`
+	Emulated bool `protobuf:"varint,3,opt,name=emulated,proto3" json:"emulated,omitempty"`
+	// Ticket is the job's capability, issued by the scheduler for this run
+	// only: the executor shows it to ingest (context, secrets) and to release
+	// (registry token), which check it with SchedulerService.AuthorizeJob.
+	Ticket        string `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -84,6 +88,13 @@ func (x *RunJobRequest) GetEmulated() bool {
 	return false
 }
 
+func (x *RunJobRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
 type RunJobResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Event         *v1.Event              `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
@@ -132,11 +143,12 @@ var File_builder_executor_v1_executor_proto protoreflect.FileDescriptor
 
 const file_builder_executor_v1_executor_proto_rawDesc = "" +
 	"\n" +
-	"\"builder/executor/v1/executor.proto\x12\x13builder.executor.v1\x1a\x1cbuilder/build/v1/event.proto\x1a\x1abuilder/build/v1/job.proto\"h\n" +
+	"\"builder/executor/v1/executor.proto\x12\x13builder.executor.v1\x1a\x1cbuilder/build/v1/event.proto\x1a\x1abuilder/build/v1/job.proto\"\x80\x01\n" +
 	"\rRunJobRequest\x12'\n" +
 	"\x03job\x18\x01 \x01(\v2\x15.builder.build.v1.JobR\x03job\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x1a\n" +
-	"\bemulated\x18\x03 \x01(\bR\bemulated\"?\n" +
+	"\bemulated\x18\x03 \x01(\bR\bemulated\x12\x16\n" +
+	"\x06ticket\x18\x04 \x01(\tR\x06ticket\"?\n" +
 	"\x0eRunJobResponse\x12-\n" +
 	"\x05event\x18\x01 \x01(\v2\x17.builder.build.v1.EventR\x05event2f\n" +
 	"\x0fExecutorService\x12S\n" +

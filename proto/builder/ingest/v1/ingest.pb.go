@@ -887,9 +887,13 @@ func (x *CancelBuildResponse) GetBuild() *Build {
 }
 
 type OpenContextRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BuildId       string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
-	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BuildId string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	Service string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	// The job asking and its ticket (RunJobRequest.ticket): only the
+	// executor running that job gets its context and secrets.
+	JobId         string `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Ticket        string `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -934,6 +938,20 @@ func (x *OpenContextRequest) GetBuildId() string {
 func (x *OpenContextRequest) GetService() string {
 	if x != nil {
 		return x.Service
+	}
+	return ""
+}
+
+func (x *OpenContextRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *OpenContextRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
 	}
 	return ""
 }
@@ -983,9 +1001,13 @@ func (x *OpenContextResponse) GetChunk() []byte {
 }
 
 type GetBuildSecretsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BuildId       string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
-	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BuildId string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	Service string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	// The job asking and its ticket (RunJobRequest.ticket): only the
+	// executor running that job gets its context and secrets.
+	JobId         string `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Ticket        string `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1030,6 +1052,20 @@ func (x *GetBuildSecretsRequest) GetBuildId() string {
 func (x *GetBuildSecretsRequest) GetService() string {
 	if x != nil {
 		return x.Service
+	}
+	return ""
+}
+
+func (x *GetBuildSecretsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *GetBuildSecretsRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
 	}
 	return ""
 }
@@ -1200,15 +1236,19 @@ const file_builder_ingest_v1_ingest_proto_rawDesc = "" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"E\n" +
 	"\x13CancelBuildResponse\x12.\n" +
-	"\x05build\x18\x01 \x01(\v2\x18.builder.ingest.v1.BuildR\x05build\"I\n" +
+	"\x05build\x18\x01 \x01(\v2\x18.builder.ingest.v1.BuildR\x05build\"x\n" +
 	"\x12OpenContextRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x18\n" +
-	"\aservice\x18\x02 \x01(\tR\aservice\"+\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06ticket\x18\x04 \x01(\tR\x06ticket\"+\n" +
 	"\x13OpenContextResponse\x12\x14\n" +
-	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"M\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"|\n" +
 	"\x16GetBuildSecretsRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x18\n" +
-	"\aservice\x18\x02 \x01(\tR\aservice\";\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06ticket\x18\x04 \x01(\tR\x06ticket\";\n" +
 	"\vBuildSecret\x12\x12\n" +
 	"\x04dest\x18\x01 \x01(\tR\x04dest\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\fR\acontent\"|\n" +

@@ -309,6 +309,94 @@ func (x *AuthorizeResponse) GetFleet() *Fleet {
 	return nil
 }
 
+type AuthenticateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserToken     string                 `protobuf:"bytes,1,opt,name=user_token,json=userToken,proto3" json:"user_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthenticateRequest) Reset() {
+	*x = AuthenticateRequest{}
+	mi := &file_builder_release_v1_release_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthenticateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthenticateRequest) ProtoMessage() {}
+
+func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_builder_release_v1_release_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthenticateRequest.ProtoReflect.Descriptor instead.
+func (*AuthenticateRequest) Descriptor() ([]byte, []int) {
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AuthenticateRequest) GetUserToken() string {
+	if x != nil {
+		return x.UserToken
+	}
+	return ""
+}
+
+type AuthenticateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthenticateResponse) Reset() {
+	*x = AuthenticateResponse{}
+	mi := &file_builder_release_v1_release_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthenticateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthenticateResponse) ProtoMessage() {}
+
+func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_builder_release_v1_release_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthenticateResponse.ProtoReflect.Descriptor instead.
+func (*AuthenticateResponse) Descriptor() ([]byte, []int) {
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AuthenticateResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
 // ServiceImage asks for one service and its image row.
 type ServiceImage struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -323,7 +411,7 @@ type ServiceImage struct {
 
 func (x *ServiceImage) Reset() {
 	*x = ServiceImage{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[4]
+	mi := &file_builder_release_v1_release_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +423,7 @@ func (x *ServiceImage) String() string {
 func (*ServiceImage) ProtoMessage() {}
 
 func (x *ServiceImage) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[4]
+	mi := &file_builder_release_v1_release_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +436,7 @@ func (x *ServiceImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceImage.ProtoReflect.Descriptor instead.
 func (*ServiceImage) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{4}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ServiceImage) GetService() string {
@@ -395,7 +483,7 @@ type CreateReleaseRequest struct {
 
 func (x *CreateReleaseRequest) Reset() {
 	*x = CreateReleaseRequest{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[5]
+	mi := &file_builder_release_v1_release_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +495,7 @@ func (x *CreateReleaseRequest) String() string {
 func (*CreateReleaseRequest) ProtoMessage() {}
 
 func (x *CreateReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[5]
+	mi := &file_builder_release_v1_release_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +508,7 @@ func (x *CreateReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReleaseRequest.ProtoReflect.Descriptor instead.
 func (*CreateReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{5}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateReleaseRequest) GetUserToken() string {
@@ -484,7 +572,7 @@ type CreatedImage struct {
 
 func (x *CreatedImage) Reset() {
 	*x = CreatedImage{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[6]
+	mi := &file_builder_release_v1_release_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +584,7 @@ func (x *CreatedImage) String() string {
 func (*CreatedImage) ProtoMessage() {}
 
 func (x *CreatedImage) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[6]
+	mi := &file_builder_release_v1_release_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +597,7 @@ func (x *CreatedImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatedImage.ProtoReflect.Descriptor instead.
 func (*CreatedImage) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{6}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreatedImage) GetService() string {
@@ -544,7 +632,7 @@ type CreateReleaseResponse struct {
 
 func (x *CreateReleaseResponse) Reset() {
 	*x = CreateReleaseResponse{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[7]
+	mi := &file_builder_release_v1_release_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +644,7 @@ func (x *CreateReleaseResponse) String() string {
 func (*CreateReleaseResponse) ProtoMessage() {}
 
 func (x *CreateReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[7]
+	mi := &file_builder_release_v1_release_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +657,7 @@ func (x *CreateReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReleaseResponse.ProtoReflect.Descriptor instead.
 func (*CreateReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{7}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateReleaseResponse) GetReleaseId() int64 {
@@ -595,17 +683,17 @@ func (x *CreateReleaseResponse) GetImages() []*CreatedImage {
 
 type RegistryTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Repository names without the registry host ("v2/<hash>").
-	Repositories []string `protobuf:"bytes,1,rep,name=repositories,proto3" json:"repositories,omitempty"`
-	// Actions, e.g. ["pull","push"].
-	Actions       []string `protobuf:"bytes,2,rep,name=actions,proto3" json:"actions,omitempty"`
+	// The job and its ticket (RunJobRequest.ticket): the token covers the
+	// job's image location only, while the scheduler says the job runs.
+	JobId         string `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Ticket        string `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegistryTokenRequest) Reset() {
 	*x = RegistryTokenRequest{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[8]
+	mi := &file_builder_release_v1_release_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +705,7 @@ func (x *RegistryTokenRequest) String() string {
 func (*RegistryTokenRequest) ProtoMessage() {}
 
 func (x *RegistryTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[8]
+	mi := &file_builder_release_v1_release_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,21 +718,21 @@ func (x *RegistryTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryTokenRequest.ProtoReflect.Descriptor instead.
 func (*RegistryTokenRequest) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{8}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{10}
 }
 
-func (x *RegistryTokenRequest) GetRepositories() []string {
+func (x *RegistryTokenRequest) GetJobId() string {
 	if x != nil {
-		return x.Repositories
+		return x.JobId
 	}
-	return nil
+	return ""
 }
 
-func (x *RegistryTokenRequest) GetActions() []string {
+func (x *RegistryTokenRequest) GetTicket() string {
 	if x != nil {
-		return x.Actions
+		return x.Ticket
 	}
-	return nil
+	return ""
 }
 
 type RegistryTokenResponse struct {
@@ -658,7 +746,7 @@ type RegistryTokenResponse struct {
 
 func (x *RegistryTokenResponse) Reset() {
 	*x = RegistryTokenResponse{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[9]
+	mi := &file_builder_release_v1_release_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +758,7 @@ func (x *RegistryTokenResponse) String() string {
 func (*RegistryTokenResponse) ProtoMessage() {}
 
 func (x *RegistryTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[9]
+	mi := &file_builder_release_v1_release_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +771,7 @@ func (x *RegistryTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryTokenResponse.ProtoReflect.Descriptor instead.
 func (*RegistryTokenResponse) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{9}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RegistryTokenResponse) GetToken() string {
@@ -717,7 +805,7 @@ type FinishImageRequest struct {
 
 func (x *FinishImageRequest) Reset() {
 	*x = FinishImageRequest{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[10]
+	mi := &file_builder_release_v1_release_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +817,7 @@ func (x *FinishImageRequest) String() string {
 func (*FinishImageRequest) ProtoMessage() {}
 
 func (x *FinishImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[10]
+	mi := &file_builder_release_v1_release_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +830,7 @@ func (x *FinishImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishImageRequest.ProtoReflect.Descriptor instead.
 func (*FinishImageRequest) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{10}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FinishImageRequest) GetUserToken() string {
@@ -816,7 +904,7 @@ type FinishImageResponse struct {
 
 func (x *FinishImageResponse) Reset() {
 	*x = FinishImageResponse{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[11]
+	mi := &file_builder_release_v1_release_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +916,7 @@ func (x *FinishImageResponse) String() string {
 func (*FinishImageResponse) ProtoMessage() {}
 
 func (x *FinishImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[11]
+	mi := &file_builder_release_v1_release_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +929,7 @@ func (x *FinishImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishImageResponse.ProtoReflect.Descriptor instead.
 func (*FinishImageResponse) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{11}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{13}
 }
 
 type FinishReleaseRequest struct {
@@ -857,7 +945,7 @@ type FinishReleaseRequest struct {
 
 func (x *FinishReleaseRequest) Reset() {
 	*x = FinishReleaseRequest{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[12]
+	mi := &file_builder_release_v1_release_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +957,7 @@ func (x *FinishReleaseRequest) String() string {
 func (*FinishReleaseRequest) ProtoMessage() {}
 
 func (x *FinishReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[12]
+	mi := &file_builder_release_v1_release_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +970,7 @@ func (x *FinishReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishReleaseRequest.ProtoReflect.Descriptor instead.
 func (*FinishReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{12}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FinishReleaseRequest) GetUserToken() string {
@@ -923,7 +1011,7 @@ type FinishReleaseResponse struct {
 
 func (x *FinishReleaseResponse) Reset() {
 	*x = FinishReleaseResponse{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[13]
+	mi := &file_builder_release_v1_release_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1023,7 @@ func (x *FinishReleaseResponse) String() string {
 func (*FinishReleaseResponse) ProtoMessage() {}
 
 func (x *FinishReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[13]
+	mi := &file_builder_release_v1_release_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1036,7 @@ func (x *FinishReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishReleaseResponse.ProtoReflect.Descriptor instead.
 func (*FinishReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{13}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FinishReleaseResponse) GetStatus() Status {
@@ -968,7 +1056,7 @@ type GetReleaseStatusRequest struct {
 
 func (x *GetReleaseStatusRequest) Reset() {
 	*x = GetReleaseStatusRequest{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[14]
+	mi := &file_builder_release_v1_release_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1068,7 @@ func (x *GetReleaseStatusRequest) String() string {
 func (*GetReleaseStatusRequest) ProtoMessage() {}
 
 func (x *GetReleaseStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[14]
+	mi := &file_builder_release_v1_release_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1081,7 @@ func (x *GetReleaseStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReleaseStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetReleaseStatusRequest) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{14}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetReleaseStatusRequest) GetUserToken() string {
@@ -1020,7 +1108,7 @@ type GetReleaseStatusResponse struct {
 
 func (x *GetReleaseStatusResponse) Reset() {
 	*x = GetReleaseStatusResponse{}
-	mi := &file_builder_release_v1_release_proto_msgTypes[15]
+	mi := &file_builder_release_v1_release_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1120,7 @@ func (x *GetReleaseStatusResponse) String() string {
 func (*GetReleaseStatusResponse) ProtoMessage() {}
 
 func (x *GetReleaseStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_release_v1_release_proto_msgTypes[15]
+	mi := &file_builder_release_v1_release_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1133,7 @@ func (x *GetReleaseStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReleaseStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetReleaseStatusResponse) Descriptor() ([]byte, []int) {
-	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{15}
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetReleaseStatusResponse) GetStatus() string {
@@ -1076,7 +1164,12 @@ const file_builder_release_v1_release_proto_rawDesc = "" +
 	"\x04slug\x18\x02 \x01(\tR\x04slug\"r\n" +
 	"\x11AuthorizeResponse\x12,\n" +
 	"\x04user\x18\x01 \x01(\v2\x18.builder.release.v1.UserR\x04user\x12/\n" +
-	"\x05fleet\x18\x02 \x01(\v2\x19.builder.release.v1.FleetR\x05fleet\"\xf3\x02\n" +
+	"\x05fleet\x18\x02 \x01(\v2\x19.builder.release.v1.FleetR\x05fleet\"4\n" +
+	"\x13AuthenticateRequest\x12\x1d\n" +
+	"\n" +
+	"user_token\x18\x01 \x01(\tR\tuserToken\"D\n" +
+	"\x14AuthenticateResponse\x12,\n" +
+	"\x04user\x18\x01 \x01(\v2\x18.builder.release.v1.UserR\x04user\"\xf3\x02\n" +
 	"\fServiceImage\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x123\n" +
 	"\bcontract\x18\x02 \x01(\v2\x17.google.protobuf.StructR\bcontract\x12D\n" +
@@ -1105,10 +1198,10 @@ const file_builder_release_v1_release_proto_rawDesc = "" +
 	"\n" +
 	"release_id\x18\x01 \x01(\x03R\treleaseId\x12\x16\n" +
 	"\x06commit\x18\x02 \x01(\tR\x06commit\x128\n" +
-	"\x06images\x18\x03 \x03(\v2 .builder.release.v1.CreatedImageR\x06images\"T\n" +
-	"\x14RegistryTokenRequest\x12\"\n" +
-	"\frepositories\x18\x01 \x03(\tR\frepositories\x12\x18\n" +
-	"\aactions\x18\x02 \x03(\tR\aactions\"I\n" +
+	"\x06images\x18\x03 \x03(\v2 .builder.release.v1.CreatedImageR\x06images\"h\n" +
+	"\x14RegistryTokenRequest\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06ticket\x18\x04 \x01(\tR\x06ticketJ\x04\b\x01\x10\x02J\x04\b\x02\x10\x03R\frepositoriesR\aactions\"I\n" +
 	"\x15RegistryTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1a\n" +
 	"\bregistry\x18\x02 \x01(\tR\bregistry\"\xc9\x02\n" +
@@ -1147,9 +1240,10 @@ const file_builder_release_v1_release_proto_rawDesc = "" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_SUCCESS\x10\x01\x12\x11\n" +
 	"\rSTATUS_FAILED\x10\x02\x12\x14\n" +
-	"\x10STATUS_CANCELLED\x10\x032\xeb\x04\n" +
+	"\x10STATUS_CANCELLED\x10\x032\xce\x05\n" +
 	"\x0eReleaseService\x12X\n" +
-	"\tAuthorize\x12$.builder.release.v1.AuthorizeRequest\x1a%.builder.release.v1.AuthorizeResponse\x12d\n" +
+	"\tAuthorize\x12$.builder.release.v1.AuthorizeRequest\x1a%.builder.release.v1.AuthorizeResponse\x12a\n" +
+	"\fAuthenticate\x12'.builder.release.v1.AuthenticateRequest\x1a(.builder.release.v1.AuthenticateResponse\x12d\n" +
 	"\rCreateRelease\x12(.builder.release.v1.CreateReleaseRequest\x1a).builder.release.v1.CreateReleaseResponse\x12d\n" +
 	"\rRegistryToken\x12(.builder.release.v1.RegistryTokenRequest\x1a).builder.release.v1.RegistryTokenResponse\x12^\n" +
 	"\vFinishImage\x12&.builder.release.v1.FinishImageRequest\x1a'.builder.release.v1.FinishImageResponse\x12d\n" +
@@ -1169,59 +1263,64 @@ func file_builder_release_v1_release_proto_rawDescGZIP() []byte {
 }
 
 var file_builder_release_v1_release_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_builder_release_v1_release_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_builder_release_v1_release_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_builder_release_v1_release_proto_goTypes = []any{
 	(Status)(0),                      // 0: builder.release.v1.Status
 	(*User)(nil),                     // 1: builder.release.v1.User
 	(*Fleet)(nil),                    // 2: builder.release.v1.Fleet
 	(*AuthorizeRequest)(nil),         // 3: builder.release.v1.AuthorizeRequest
 	(*AuthorizeResponse)(nil),        // 4: builder.release.v1.AuthorizeResponse
-	(*ServiceImage)(nil),             // 5: builder.release.v1.ServiceImage
-	(*CreateReleaseRequest)(nil),     // 6: builder.release.v1.CreateReleaseRequest
-	(*CreatedImage)(nil),             // 7: builder.release.v1.CreatedImage
-	(*CreateReleaseResponse)(nil),    // 8: builder.release.v1.CreateReleaseResponse
-	(*RegistryTokenRequest)(nil),     // 9: builder.release.v1.RegistryTokenRequest
-	(*RegistryTokenResponse)(nil),    // 10: builder.release.v1.RegistryTokenResponse
-	(*FinishImageRequest)(nil),       // 11: builder.release.v1.FinishImageRequest
-	(*FinishImageResponse)(nil),      // 12: builder.release.v1.FinishImageResponse
-	(*FinishReleaseRequest)(nil),     // 13: builder.release.v1.FinishReleaseRequest
-	(*FinishReleaseResponse)(nil),    // 14: builder.release.v1.FinishReleaseResponse
-	(*GetReleaseStatusRequest)(nil),  // 15: builder.release.v1.GetReleaseStatusRequest
-	(*GetReleaseStatusResponse)(nil), // 16: builder.release.v1.GetReleaseStatusResponse
-	nil,                              // 17: builder.release.v1.ServiceImage.LabelsEntry
-	nil,                              // 18: builder.release.v1.ServiceImage.EnvironmentEntry
-	(*structpb.Struct)(nil),          // 19: google.protobuf.Struct
+	(*AuthenticateRequest)(nil),      // 5: builder.release.v1.AuthenticateRequest
+	(*AuthenticateResponse)(nil),     // 6: builder.release.v1.AuthenticateResponse
+	(*ServiceImage)(nil),             // 7: builder.release.v1.ServiceImage
+	(*CreateReleaseRequest)(nil),     // 8: builder.release.v1.CreateReleaseRequest
+	(*CreatedImage)(nil),             // 9: builder.release.v1.CreatedImage
+	(*CreateReleaseResponse)(nil),    // 10: builder.release.v1.CreateReleaseResponse
+	(*RegistryTokenRequest)(nil),     // 11: builder.release.v1.RegistryTokenRequest
+	(*RegistryTokenResponse)(nil),    // 12: builder.release.v1.RegistryTokenResponse
+	(*FinishImageRequest)(nil),       // 13: builder.release.v1.FinishImageRequest
+	(*FinishImageResponse)(nil),      // 14: builder.release.v1.FinishImageResponse
+	(*FinishReleaseRequest)(nil),     // 15: builder.release.v1.FinishReleaseRequest
+	(*FinishReleaseResponse)(nil),    // 16: builder.release.v1.FinishReleaseResponse
+	(*GetReleaseStatusRequest)(nil),  // 17: builder.release.v1.GetReleaseStatusRequest
+	(*GetReleaseStatusResponse)(nil), // 18: builder.release.v1.GetReleaseStatusResponse
+	nil,                              // 19: builder.release.v1.ServiceImage.LabelsEntry
+	nil,                              // 20: builder.release.v1.ServiceImage.EnvironmentEntry
+	(*structpb.Struct)(nil),          // 21: google.protobuf.Struct
 }
 var file_builder_release_v1_release_proto_depIdxs = []int32{
 	1,  // 0: builder.release.v1.AuthorizeResponse.user:type_name -> builder.release.v1.User
 	2,  // 1: builder.release.v1.AuthorizeResponse.fleet:type_name -> builder.release.v1.Fleet
-	19, // 2: builder.release.v1.ServiceImage.contract:type_name -> google.protobuf.Struct
-	17, // 3: builder.release.v1.ServiceImage.labels:type_name -> builder.release.v1.ServiceImage.LabelsEntry
-	18, // 4: builder.release.v1.ServiceImage.environment:type_name -> builder.release.v1.ServiceImage.EnvironmentEntry
-	19, // 5: builder.release.v1.CreateReleaseRequest.composition:type_name -> google.protobuf.Struct
-	5,  // 6: builder.release.v1.CreateReleaseRequest.services:type_name -> builder.release.v1.ServiceImage
-	19, // 7: builder.release.v1.CreateReleaseRequest.contract:type_name -> google.protobuf.Struct
-	7,  // 8: builder.release.v1.CreateReleaseResponse.images:type_name -> builder.release.v1.CreatedImage
-	0,  // 9: builder.release.v1.FinishImageRequest.status:type_name -> builder.release.v1.Status
-	0,  // 10: builder.release.v1.FinishReleaseRequest.status:type_name -> builder.release.v1.Status
-	0,  // 11: builder.release.v1.FinishReleaseResponse.status:type_name -> builder.release.v1.Status
-	3,  // 12: builder.release.v1.ReleaseService.Authorize:input_type -> builder.release.v1.AuthorizeRequest
-	6,  // 13: builder.release.v1.ReleaseService.CreateRelease:input_type -> builder.release.v1.CreateReleaseRequest
-	9,  // 14: builder.release.v1.ReleaseService.RegistryToken:input_type -> builder.release.v1.RegistryTokenRequest
-	11, // 15: builder.release.v1.ReleaseService.FinishImage:input_type -> builder.release.v1.FinishImageRequest
-	13, // 16: builder.release.v1.ReleaseService.FinishRelease:input_type -> builder.release.v1.FinishReleaseRequest
-	15, // 17: builder.release.v1.ReleaseService.GetReleaseStatus:input_type -> builder.release.v1.GetReleaseStatusRequest
-	4,  // 18: builder.release.v1.ReleaseService.Authorize:output_type -> builder.release.v1.AuthorizeResponse
-	8,  // 19: builder.release.v1.ReleaseService.CreateRelease:output_type -> builder.release.v1.CreateReleaseResponse
-	10, // 20: builder.release.v1.ReleaseService.RegistryToken:output_type -> builder.release.v1.RegistryTokenResponse
-	12, // 21: builder.release.v1.ReleaseService.FinishImage:output_type -> builder.release.v1.FinishImageResponse
-	14, // 22: builder.release.v1.ReleaseService.FinishRelease:output_type -> builder.release.v1.FinishReleaseResponse
-	16, // 23: builder.release.v1.ReleaseService.GetReleaseStatus:output_type -> builder.release.v1.GetReleaseStatusResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	1,  // 2: builder.release.v1.AuthenticateResponse.user:type_name -> builder.release.v1.User
+	21, // 3: builder.release.v1.ServiceImage.contract:type_name -> google.protobuf.Struct
+	19, // 4: builder.release.v1.ServiceImage.labels:type_name -> builder.release.v1.ServiceImage.LabelsEntry
+	20, // 5: builder.release.v1.ServiceImage.environment:type_name -> builder.release.v1.ServiceImage.EnvironmentEntry
+	21, // 6: builder.release.v1.CreateReleaseRequest.composition:type_name -> google.protobuf.Struct
+	7,  // 7: builder.release.v1.CreateReleaseRequest.services:type_name -> builder.release.v1.ServiceImage
+	21, // 8: builder.release.v1.CreateReleaseRequest.contract:type_name -> google.protobuf.Struct
+	9,  // 9: builder.release.v1.CreateReleaseResponse.images:type_name -> builder.release.v1.CreatedImage
+	0,  // 10: builder.release.v1.FinishImageRequest.status:type_name -> builder.release.v1.Status
+	0,  // 11: builder.release.v1.FinishReleaseRequest.status:type_name -> builder.release.v1.Status
+	0,  // 12: builder.release.v1.FinishReleaseResponse.status:type_name -> builder.release.v1.Status
+	3,  // 13: builder.release.v1.ReleaseService.Authorize:input_type -> builder.release.v1.AuthorizeRequest
+	5,  // 14: builder.release.v1.ReleaseService.Authenticate:input_type -> builder.release.v1.AuthenticateRequest
+	8,  // 15: builder.release.v1.ReleaseService.CreateRelease:input_type -> builder.release.v1.CreateReleaseRequest
+	11, // 16: builder.release.v1.ReleaseService.RegistryToken:input_type -> builder.release.v1.RegistryTokenRequest
+	13, // 17: builder.release.v1.ReleaseService.FinishImage:input_type -> builder.release.v1.FinishImageRequest
+	15, // 18: builder.release.v1.ReleaseService.FinishRelease:input_type -> builder.release.v1.FinishReleaseRequest
+	17, // 19: builder.release.v1.ReleaseService.GetReleaseStatus:input_type -> builder.release.v1.GetReleaseStatusRequest
+	4,  // 20: builder.release.v1.ReleaseService.Authorize:output_type -> builder.release.v1.AuthorizeResponse
+	6,  // 21: builder.release.v1.ReleaseService.Authenticate:output_type -> builder.release.v1.AuthenticateResponse
+	10, // 22: builder.release.v1.ReleaseService.CreateRelease:output_type -> builder.release.v1.CreateReleaseResponse
+	12, // 23: builder.release.v1.ReleaseService.RegistryToken:output_type -> builder.release.v1.RegistryTokenResponse
+	14, // 24: builder.release.v1.ReleaseService.FinishImage:output_type -> builder.release.v1.FinishImageResponse
+	16, // 25: builder.release.v1.ReleaseService.FinishRelease:output_type -> builder.release.v1.FinishReleaseResponse
+	18, // 26: builder.release.v1.ReleaseService.GetReleaseStatus:output_type -> builder.release.v1.GetReleaseStatusResponse
+	20, // [20:27] is the sub-list for method output_type
+	13, // [13:20] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_builder_release_v1_release_proto_init() }
@@ -1235,7 +1334,7 @@ func file_builder_release_v1_release_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_builder_release_v1_release_proto_rawDesc), len(file_builder_release_v1_release_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

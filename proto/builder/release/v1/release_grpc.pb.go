@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	ReleaseService_Authorize_FullMethodName        = "/builder.release.v1.ReleaseService/Authorize"
+	ReleaseService_Authenticate_FullMethodName     = "/builder.release.v1.ReleaseService/Authenticate"
 	ReleaseService_CreateRelease_FullMethodName    = "/builder.release.v1.ReleaseService/CreateRelease"
 	ReleaseService_RegistryToken_FullMethodName    = "/builder.release.v1.ReleaseService/RegistryToken"
 	ReleaseService_FinishImage_FullMethodName      = "/builder.release.v1.ReleaseService/FinishImage"
@@ -38,9 +39,12 @@ const (
 type ReleaseServiceClient interface {
 	// Authorize checks the token and finds the fleet with its architecture.
 	Authorize(ctx context.Context, in *AuthorizeRequest, opts ...grpc.CallOption) (*AuthorizeResponse, error)
+	// Authenticate checks a user's token (whoami) without a fleet.
+	Authenticate(ctx context.Context, in *AuthenticateRequest, opts ...grpc.CallOption) (*AuthenticateResponse, error)
 	// CreateRelease records a running release with its services and images.
 	CreateRelease(ctx context.Context, in *CreateReleaseRequest, opts ...grpc.CallOption) (*CreateReleaseResponse, error)
-	// RegistryToken returns a registry token for pull/push of some repositories.
+	// RegistryToken returns a registry token for pull and push of a running
+	// job's own image repository, and nothing else.
 	RegistryToken(ctx context.Context, in *RegistryTokenRequest, opts ...grpc.CallOption) (*RegistryTokenResponse, error)
 	// FinishImage records an image's outcome.
 	FinishImage(ctx context.Context, in *FinishImageRequest, opts ...grpc.CallOption) (*FinishImageResponse, error)
@@ -62,6 +66,16 @@ func (c *releaseServiceClient) Authorize(ctx context.Context, in *AuthorizeReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AuthorizeResponse)
 	err := c.cc.Invoke(ctx, ReleaseService_Authorize_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *releaseServiceClient) Authenticate(ctx context.Context, in *AuthenticateRequest, opts ...grpc.CallOption) (*AuthenticateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuthenticateResponse)
+	err := c.cc.Invoke(ctx, ReleaseService_Authenticate_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -129,9 +143,12 @@ func (c *releaseServiceClient) GetReleaseStatus(ctx context.Context, in *GetRele
 type ReleaseServiceServer interface {
 	// Authorize checks the token and finds the fleet with its architecture.
 	Authorize(context.Context, *AuthorizeRequest) (*AuthorizeResponse, error)
+	// Authenticate checks a user's token (whoami) without a fleet.
+	Authenticate(context.Context, *AuthenticateRequest) (*AuthenticateResponse, error)
 	// CreateRelease records a running release with its services and images.
 	CreateRelease(context.Context, *CreateReleaseRequest) (*CreateReleaseResponse, error)
-	// RegistryToken returns a registry token for pull/push of some repositories.
+	// RegistryToken returns a registry token for pull and push of a running
+	// job's own image repository, and nothing else.
 	RegistryToken(context.Context, *RegistryTokenRequest) (*RegistryTokenResponse, error)
 	// FinishImage records an image's outcome.
 	FinishImage(context.Context, *FinishImageRequest) (*FinishImageResponse, error)
@@ -151,6 +168,9 @@ type UnimplementedReleaseServiceServer struct{}
 
 func (UnimplementedReleaseServiceServer) Authorize(context.Context, *AuthorizeRequest) (*AuthorizeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Authorize not implemented")
+}
+func (UnimplementedReleaseServiceServer) Authenticate(context.Context, *AuthenticateRequest) (*AuthenticateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Authenticate not implemented")
 }
 func (UnimplementedReleaseServiceServer) CreateRelease(context.Context, *CreateReleaseRequest) (*CreateReleaseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateRelease not implemented")
@@ -202,6 +222,24 @@ func _ReleaseService_Authorize_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ReleaseServiceServer).Authorize(ctx, req.(*AuthorizeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReleaseService_Authenticate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthenticateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReleaseServiceServer).Authenticate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReleaseService_Authenticate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReleaseServiceServer).Authenticate(ctx, req.(*AuthenticateRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -306,6 +344,10 @@ var ReleaseService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Authorize",
 			Handler:    _ReleaseService_Authorize_Handler,
+		},
+		{
+			MethodName: "Authenticate",
+			Handler:    _ReleaseService_Authenticate_Handler,
 		},
 		{
 			MethodName: "CreateRelease",

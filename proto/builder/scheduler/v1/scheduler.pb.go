@@ -757,6 +757,111 @@ func (*RegisterHostsResponse) Descriptor() ([]byte, []int) {
 	return file_builder_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{14}
 }
 
+type AuthorizeJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Ticket        string                 `protobuf:"bytes,2,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizeJobRequest) Reset() {
+	*x = AuthorizeJobRequest{}
+	mi := &file_builder_scheduler_v1_scheduler_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizeJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizeJobRequest) ProtoMessage() {}
+
+func (x *AuthorizeJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_builder_scheduler_v1_scheduler_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizeJobRequest.ProtoReflect.Descriptor instead.
+func (*AuthorizeJobRequest) Descriptor() ([]byte, []int) {
+	return file_builder_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AuthorizeJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *AuthorizeJobRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+type AuthorizeJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *v1.Job                `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// Host the job runs on.
+	Host          string `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizeJobResponse) Reset() {
+	*x = AuthorizeJobResponse{}
+	mi := &file_builder_scheduler_v1_scheduler_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizeJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizeJobResponse) ProtoMessage() {}
+
+func (x *AuthorizeJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_builder_scheduler_v1_scheduler_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizeJobResponse.ProtoReflect.Descriptor instead.
+func (*AuthorizeJobResponse) Descriptor() ([]byte, []int) {
+	return file_builder_scheduler_v1_scheduler_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AuthorizeJobResponse) GetJob() *v1.Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *AuthorizeJobResponse) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
 var File_builder_scheduler_v1_scheduler_proto protoreflect.FileDescriptor
 
 const file_builder_scheduler_v1_scheduler_proto_rawDesc = "" +
@@ -800,7 +905,13 @@ const file_builder_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"\x04host\x18\x01 \x01(\v2\x1a.builder.scheduler.v1.HostR\x04host\"H\n" +
 	"\x14RegisterHostsRequest\x120\n" +
 	"\x05hosts\x18\x01 \x03(\v2\x1a.builder.scheduler.v1.HostR\x05hosts\"\x17\n" +
-	"\x15RegisterHostsResponse2\x9f\x06\n" +
+	"\x15RegisterHostsResponse\"D\n" +
+	"\x13AuthorizeJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06ticket\x18\x02 \x01(\tR\x06ticket\"S\n" +
+	"\x14AuthorizeJobResponse\x12'\n" +
+	"\x03job\x18\x01 \x01(\v2\x15.builder.build.v1.JobR\x03job\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host2\x86\a\n" +
 	"\x10SchedulerService\x12b\n" +
 	"\vSubmitBuild\x12(.builder.scheduler.v1.SubmitBuildRequest\x1a).builder.scheduler.v1.SubmitBuildResponse\x12a\n" +
 	"\n" +
@@ -810,7 +921,8 @@ const file_builder_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"\tDrainHost\x12&.builder.scheduler.v1.DrainHostRequest\x1a'.builder.scheduler.v1.DrainHostResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/hosts/{name}:drain\x12\x83\x01\n" +
 	"\n" +
 	"ResumeHost\x12'.builder.scheduler.v1.ResumeHostRequest\x1a(.builder.scheduler.v1.ResumeHostResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/hosts/{name}:resume\x12h\n" +
-	"\rRegisterHosts\x12*.builder.scheduler.v1.RegisterHostsRequest\x1a+.builder.scheduler.v1.RegisterHostsResponseBOZMgithub.com/open-balena-builder/builder/proto/builder/scheduler/v1;schedulerv1b\x06proto3"
+	"\rRegisterHosts\x12*.builder.scheduler.v1.RegisterHostsRequest\x1a+.builder.scheduler.v1.RegisterHostsResponse\x12e\n" +
+	"\fAuthorizeJob\x12).builder.scheduler.v1.AuthorizeJobRequest\x1a*.builder.scheduler.v1.AuthorizeJobResponseBOZMgithub.com/open-balena-builder/builder/proto/builder/scheduler/v1;schedulerv1b\x06proto3"
 
 var (
 	file_builder_scheduler_v1_scheduler_proto_rawDescOnce sync.Once
@@ -824,7 +936,7 @@ func file_builder_scheduler_v1_scheduler_proto_rawDescGZIP() []byte {
 	return file_builder_scheduler_v1_scheduler_proto_rawDescData
 }
 
-var file_builder_scheduler_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_builder_scheduler_v1_scheduler_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_builder_scheduler_v1_scheduler_proto_goTypes = []any{
 	(*SubmitBuildRequest)(nil),    // 0: builder.scheduler.v1.SubmitBuildRequest
 	(*SubmitBuildResponse)(nil),   // 1: builder.scheduler.v1.SubmitBuildResponse
@@ -841,37 +953,42 @@ var file_builder_scheduler_v1_scheduler_proto_goTypes = []any{
 	(*ResumeHostResponse)(nil),    // 12: builder.scheduler.v1.ResumeHostResponse
 	(*RegisterHostsRequest)(nil),  // 13: builder.scheduler.v1.RegisterHostsRequest
 	(*RegisterHostsResponse)(nil), // 14: builder.scheduler.v1.RegisterHostsResponse
-	(*v1.Job)(nil),                // 15: builder.build.v1.Job
-	(*v1.Event)(nil),              // 16: builder.build.v1.Event
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*AuthorizeJobRequest)(nil),   // 15: builder.scheduler.v1.AuthorizeJobRequest
+	(*AuthorizeJobResponse)(nil),  // 16: builder.scheduler.v1.AuthorizeJobResponse
+	(*v1.Job)(nil),                // 17: builder.build.v1.Job
+	(*v1.Event)(nil),              // 18: builder.build.v1.Event
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_builder_scheduler_v1_scheduler_proto_depIdxs = []int32{
-	15, // 0: builder.scheduler.v1.SubmitBuildRequest.jobs:type_name -> builder.build.v1.Job
-	16, // 1: builder.scheduler.v1.WatchBuildResponse.event:type_name -> builder.build.v1.Event
-	17, // 2: builder.scheduler.v1.Host.last_seen:type_name -> google.protobuf.Timestamp
+	17, // 0: builder.scheduler.v1.SubmitBuildRequest.jobs:type_name -> builder.build.v1.Job
+	18, // 1: builder.scheduler.v1.WatchBuildResponse.event:type_name -> builder.build.v1.Event
+	19, // 2: builder.scheduler.v1.Host.last_seen:type_name -> google.protobuf.Timestamp
 	6,  // 3: builder.scheduler.v1.ListHostsResponse.hosts:type_name -> builder.scheduler.v1.Host
 	6,  // 4: builder.scheduler.v1.DrainHostResponse.host:type_name -> builder.scheduler.v1.Host
 	6,  // 5: builder.scheduler.v1.ResumeHostResponse.host:type_name -> builder.scheduler.v1.Host
 	6,  // 6: builder.scheduler.v1.RegisterHostsRequest.hosts:type_name -> builder.scheduler.v1.Host
-	0,  // 7: builder.scheduler.v1.SchedulerService.SubmitBuild:input_type -> builder.scheduler.v1.SubmitBuildRequest
-	2,  // 8: builder.scheduler.v1.SchedulerService.WatchBuild:input_type -> builder.scheduler.v1.WatchBuildRequest
-	4,  // 9: builder.scheduler.v1.SchedulerService.CancelBuild:input_type -> builder.scheduler.v1.CancelBuildRequest
-	7,  // 10: builder.scheduler.v1.SchedulerService.ListHosts:input_type -> builder.scheduler.v1.ListHostsRequest
-	9,  // 11: builder.scheduler.v1.SchedulerService.DrainHost:input_type -> builder.scheduler.v1.DrainHostRequest
-	11, // 12: builder.scheduler.v1.SchedulerService.ResumeHost:input_type -> builder.scheduler.v1.ResumeHostRequest
-	13, // 13: builder.scheduler.v1.SchedulerService.RegisterHosts:input_type -> builder.scheduler.v1.RegisterHostsRequest
-	1,  // 14: builder.scheduler.v1.SchedulerService.SubmitBuild:output_type -> builder.scheduler.v1.SubmitBuildResponse
-	3,  // 15: builder.scheduler.v1.SchedulerService.WatchBuild:output_type -> builder.scheduler.v1.WatchBuildResponse
-	5,  // 16: builder.scheduler.v1.SchedulerService.CancelBuild:output_type -> builder.scheduler.v1.CancelBuildResponse
-	8,  // 17: builder.scheduler.v1.SchedulerService.ListHosts:output_type -> builder.scheduler.v1.ListHostsResponse
-	10, // 18: builder.scheduler.v1.SchedulerService.DrainHost:output_type -> builder.scheduler.v1.DrainHostResponse
-	12, // 19: builder.scheduler.v1.SchedulerService.ResumeHost:output_type -> builder.scheduler.v1.ResumeHostResponse
-	14, // 20: builder.scheduler.v1.SchedulerService.RegisterHosts:output_type -> builder.scheduler.v1.RegisterHostsResponse
-	14, // [14:21] is the sub-list for method output_type
-	7,  // [7:14] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	17, // 7: builder.scheduler.v1.AuthorizeJobResponse.job:type_name -> builder.build.v1.Job
+	0,  // 8: builder.scheduler.v1.SchedulerService.SubmitBuild:input_type -> builder.scheduler.v1.SubmitBuildRequest
+	2,  // 9: builder.scheduler.v1.SchedulerService.WatchBuild:input_type -> builder.scheduler.v1.WatchBuildRequest
+	4,  // 10: builder.scheduler.v1.SchedulerService.CancelBuild:input_type -> builder.scheduler.v1.CancelBuildRequest
+	7,  // 11: builder.scheduler.v1.SchedulerService.ListHosts:input_type -> builder.scheduler.v1.ListHostsRequest
+	9,  // 12: builder.scheduler.v1.SchedulerService.DrainHost:input_type -> builder.scheduler.v1.DrainHostRequest
+	11, // 13: builder.scheduler.v1.SchedulerService.ResumeHost:input_type -> builder.scheduler.v1.ResumeHostRequest
+	13, // 14: builder.scheduler.v1.SchedulerService.RegisterHosts:input_type -> builder.scheduler.v1.RegisterHostsRequest
+	15, // 15: builder.scheduler.v1.SchedulerService.AuthorizeJob:input_type -> builder.scheduler.v1.AuthorizeJobRequest
+	1,  // 16: builder.scheduler.v1.SchedulerService.SubmitBuild:output_type -> builder.scheduler.v1.SubmitBuildResponse
+	3,  // 17: builder.scheduler.v1.SchedulerService.WatchBuild:output_type -> builder.scheduler.v1.WatchBuildResponse
+	5,  // 18: builder.scheduler.v1.SchedulerService.CancelBuild:output_type -> builder.scheduler.v1.CancelBuildResponse
+	8,  // 19: builder.scheduler.v1.SchedulerService.ListHosts:output_type -> builder.scheduler.v1.ListHostsResponse
+	10, // 20: builder.scheduler.v1.SchedulerService.DrainHost:output_type -> builder.scheduler.v1.DrainHostResponse
+	12, // 21: builder.scheduler.v1.SchedulerService.ResumeHost:output_type -> builder.scheduler.v1.ResumeHostResponse
+	14, // 22: builder.scheduler.v1.SchedulerService.RegisterHosts:output_type -> builder.scheduler.v1.RegisterHostsResponse
+	16, // 23: builder.scheduler.v1.SchedulerService.AuthorizeJob:output_type -> builder.scheduler.v1.AuthorizeJobResponse
+	16, // [16:24] is the sub-list for method output_type
+	8,  // [8:16] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_builder_scheduler_v1_scheduler_proto_init() }
@@ -885,7 +1002,7 @@ func file_builder_scheduler_v1_scheduler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_builder_scheduler_v1_scheduler_proto_rawDesc), len(file_builder_scheduler_v1_scheduler_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	SchedulerService_DrainHost_FullMethodName     = "/builder.scheduler.v1.SchedulerService/DrainHost"
 	SchedulerService_ResumeHost_FullMethodName    = "/builder.scheduler.v1.SchedulerService/ResumeHost"
 	SchedulerService_RegisterHosts_FullMethodName = "/builder.scheduler.v1.SchedulerService/RegisterHosts"
+	SchedulerService_AuthorizeJob_FullMethodName  = "/builder.scheduler.v1.SchedulerService/AuthorizeJob"
 )
 
 // SchedulerServiceClient is the client API for SchedulerService service.
@@ -49,6 +50,9 @@ type SchedulerServiceClient interface {
 	ResumeHost(ctx context.Context, in *ResumeHostRequest, opts ...grpc.CallOption) (*ResumeHostResponse, error)
 	// RegisterHosts is called by executors at start and as a heartbeat.
 	RegisterHosts(ctx context.Context, in *RegisterHostsRequest, opts ...grpc.CallOption) (*RegisterHostsResponse, error)
+	// AuthorizeJob checks a job's ticket: it answers with the job only while
+	// the job runs and the ticket is the one its executor was given.
+	AuthorizeJob(ctx context.Context, in *AuthorizeJobRequest, opts ...grpc.CallOption) (*AuthorizeJobResponse, error)
 }
 
 type schedulerServiceClient struct {
@@ -138,6 +142,16 @@ func (c *schedulerServiceClient) RegisterHosts(ctx context.Context, in *Register
 	return out, nil
 }
 
+func (c *schedulerServiceClient) AuthorizeJob(ctx context.Context, in *AuthorizeJobRequest, opts ...grpc.CallOption) (*AuthorizeJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuthorizeJobResponse)
+	err := c.cc.Invoke(ctx, SchedulerService_AuthorizeJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SchedulerServiceServer is the server API for SchedulerService service.
 // All implementations must embed UnimplementedSchedulerServiceServer
 // for forward compatibility.
@@ -159,6 +173,9 @@ type SchedulerServiceServer interface {
 	ResumeHost(context.Context, *ResumeHostRequest) (*ResumeHostResponse, error)
 	// RegisterHosts is called by executors at start and as a heartbeat.
 	RegisterHosts(context.Context, *RegisterHostsRequest) (*RegisterHostsResponse, error)
+	// AuthorizeJob checks a job's ticket: it answers with the job only while
+	// the job runs and the ticket is the one its executor was given.
+	AuthorizeJob(context.Context, *AuthorizeJobRequest) (*AuthorizeJobResponse, error)
 	mustEmbedUnimplementedSchedulerServiceServer()
 }
 
@@ -189,6 +206,9 @@ func (UnimplementedSchedulerServiceServer) ResumeHost(context.Context, *ResumeHo
 }
 func (UnimplementedSchedulerServiceServer) RegisterHosts(context.Context, *RegisterHostsRequest) (*RegisterHostsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterHosts not implemented")
+}
+func (UnimplementedSchedulerServiceServer) AuthorizeJob(context.Context, *AuthorizeJobRequest) (*AuthorizeJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AuthorizeJob not implemented")
 }
 func (UnimplementedSchedulerServiceServer) mustEmbedUnimplementedSchedulerServiceServer() {}
 func (UnimplementedSchedulerServiceServer) testEmbeddedByValue()                          {}
@@ -330,6 +350,24 @@ func _SchedulerService_RegisterHosts_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SchedulerService_AuthorizeJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthorizeJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SchedulerServiceServer).AuthorizeJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SchedulerService_AuthorizeJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SchedulerServiceServer).AuthorizeJob(ctx, req.(*AuthorizeJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SchedulerService_ServiceDesc is the grpc.ServiceDesc for SchedulerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -360,6 +398,10 @@ var SchedulerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RegisterHosts",
 			Handler:    _SchedulerService_RegisterHosts_Handler,
+		},
+		{
+			MethodName: "AuthorizeJob",
+			Handler:    _SchedulerService_AuthorizeJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
