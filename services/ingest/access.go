@@ -86,10 +86,10 @@ func (s *Server) visible(ctx context.Context, id string) (*build, caller, error)
 type accessCache struct {
 	now func() time.Time
 
-	mu      sync.Mutex
-	users   map[[32]byte]cached
-	fleets  map[fleetKey]time.Time
-	lastGC  time.Time
+	mu     sync.Mutex
+	users  map[[32]byte]cached
+	fleets map[fleetKey]time.Time
+	lastGC time.Time
 }
 
 type cached struct {

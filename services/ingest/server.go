@@ -23,8 +23,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/open-balena-builder/builder/platform/hub"
-	"github.com/open-balena-builder/builder/platform/rpc"
 	"github.com/open-balena-builder/builder/platform/recent"
+	"github.com/open-balena-builder/builder/platform/rpc"
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
