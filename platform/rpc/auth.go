@@ -24,6 +24,22 @@ import (
 // SecretKey is the metadata key that carries the in-process secret.
 const SecretKey = "obb-internal-secret"
 
+// SurfaceKey is the metadata key the operator surface sets on the calls it
+// passes on (value SurfaceAdmin): the operator token counts only with it,
+// so it is no key on the public port. No client-set header becomes
+// metadata on either HTTP face.
+const (
+	SurfaceKey   = "obb-surface"
+	SurfaceAdmin = "admin"
+)
+
+// FromAdminSurface tells whether the operator surface passed the call on.
+func FromAdminSurface(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get(SurfaceKey)
+	return len(v) == 1 && v[0] == SurfaceAdmin
+}
+
 // healthPrefix: health checks answer anyone (load balancers, probes); they
 // say nothing but SERVING.
 const healthPrefix = "/grpc.health.v1.Health/"

@@ -41,6 +41,10 @@ func (s *Server) callerOf(ctx context.Context) (caller, error) {
 		return caller{}, status.Error(codes.Unauthenticated, "no token: send Authorization: Bearer <your balena API token> (balena-cli: `balena settings` / the token of `balena login`)")
 	}
 	if rpc.TokenEqual(tok, s.cfg.OperatorToken) {
+		if !rpc.FromAdminSurface(ctx) {
+			// Not sent on to the API as if it were a user's.
+			return caller{}, status.Error(codes.Unauthenticated, "the operator token is for the admin address (OBB_ADMIN_ADDR), not this one")
+		}
 		return caller{operator: true}, nil
 	}
 	user, err := s.access.user(ctx, s.release, tok)

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/open-balena-builder/builder/platform/rpc"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
@@ -63,14 +64,14 @@ func New(ctx context.Context, cfg Config, ingest ingestv1.IngestServiceClient, s
 	for svc := range srv.GetServiceInfo() {
 		health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
 	}
-	mux, err := gateway.NewMux(ctx, nil,
-		func(ctx context.Context, m *runtime.ServeMux) error {
-			return ingestv1.RegisterIngestServiceHandlerClient(ctx, m, ingest)
-		},
-		func(ctx context.Context, m *runtime.ServeMux) error {
-			return schedulerv1.RegisterSchedulerServiceHandlerClient(ctx, m, scheduler)
-		})
-	if err != nil {
+	mux := runtime.NewServeMux(runtime.WithIncomingHeaderMatcher(gateway.NoHeaders),
+		runtime.WithMetadata(func(context.Context, *http.Request) metadata.MD {
+			return metadata.Pairs(rpc.SurfaceKey, rpc.SurfaceAdmin)
+		}))
+	if err := ingestv1.RegisterIngestServiceHandlerClient(ctx, mux, ingest); err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	if err := schedulerv1.RegisterSchedulerServiceHandlerClient(ctx, mux, scheduler); err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

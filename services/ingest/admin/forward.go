@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/open-balena-builder/builder/platform/rpc"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
 	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 )
@@ -17,9 +18,11 @@ import (
 // shows every build. Other methods of these services (Build, SubmitBuild,
 // RegisterHosts...) are not served here.
 
-// forwardAuth passes the caller's authorization on.
+// forwardAuth passes the caller's authorization on, marked as coming
+// from the operator surface.
 func forwardAuth(ctx context.Context) context.Context {
 	md, _ := metadata.FromIncomingContext(ctx)
+	ctx = metadata.AppendToOutgoingContext(ctx, rpc.SurfaceKey, rpc.SurfaceAdmin)
 	if v := md.Get("authorization"); len(v) > 0 {
 		return metadata.AppendToOutgoingContext(ctx, "authorization", v[0])
 	}

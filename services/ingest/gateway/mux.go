@@ -18,7 +18,7 @@ import (
 // show a user only the builds of their fleets; the admin listener mounts
 // IngestService and SchedulerService behind the operator token.
 func NewMux(ctx context.Context, build runtime.HandlerFunc, register ...func(context.Context, *runtime.ServeMux) error) (*runtime.ServeMux, error) {
-	mux := runtime.NewServeMux(runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }))
+	mux := runtime.NewServeMux(runtime.WithIncomingHeaderMatcher(NoHeaders))
 	if build != nil {
 		if err := mux.HandlePath(http.MethodPost, "/v3/build", build); err != nil {
 			return nil, fmt.Errorf("route /v3/build: %w", err)
@@ -31,3 +31,7 @@ func NewMux(ctx context.Context, build runtime.HandlerFunc, register ...func(con
 	}
 	return mux, nil
 }
+
+// NoHeaders is a grpc-gateway header matcher that forwards no header as
+// metadata (Authorization reaches the services anyway).
+func NoHeaders(string) (string, bool) { return "", false }
