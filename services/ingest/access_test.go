@@ -98,7 +98,7 @@ func accessRig(t *testing.T) (*Server, *fakeRelease) {
 		ctx, cancel := context.WithCancelCause(context.Background())
 		t.Cleanup(func() { cancel(nil) })
 		bl := &build{id: b.id, releaseID: int64(i + 1), fleet: &releasev1.Fleet{Slug: b.fleet}, user: b.user, hub: hub.New(), ctx: ctx, cancel: cancel,
-			plan: &project.Plan{Services: []project.Service{{Name: "main", Secrets: []projmeta.Secret{{Dest: "s", Content: []byte("secret")}}}}, RegistryConfig: "{}"},
+			plan:     &project.Plan{Services: []project.Service{{Name: "main", Secrets: []projmeta.Secret{{Dest: "s", Content: []byte("secret")}}}}, RegistryConfig: "{}"},
 			services: map[string]*serviceRun{}, state: buildv1.BuildState_BUILD_STATE_RUNNING}
 		bl.hub.Publish(&buildv1.Event{Kind: &buildv1.Event_Log{Log: &buildv1.LogLine{Text: "log of " + b.id}}})
 		bl.hub.Close()
