@@ -346,12 +346,17 @@ func TestMetricsForOperators(t *testing.T) {
 	if res := push(t, f, project(t, map[string]string{"Dockerfile": archProject(f)}), harness.PushOptions{}); res.IsError {
 		t.Fatalf("push failed:\n%s", res.Text())
 	}
-	resp, err := http.Get(env.BuilderURL + "/metrics")
+	// On the admin address, with the operator token (Prometheus:
+	// authorization.credentials_file).
+	resp, err := env.Admin(http.MethodGet, "/metrics", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /metrics on the admin address: %d", resp.StatusCode)
+	}
 	for _, want := range []string{
 		`obb_ingest_builds_total{state="succeeded"}`,
 		`obb_ingest_build_duration_seconds_bucket{state="succeeded"`,
