@@ -112,3 +112,96 @@ func TestValidNetworkMode(t *testing.T) {
 		}
 	}
 }
+
+func TestDockerTLSConvention(t *testing.T) {
+	certs := t.TempDir()
+	armCerts := t.TempDir()
+	for _, d := range []string{certs, armCerts} {
+		for _, f := range []string{"ca.pem", "cert.pem", "key.pem"} {
+			if err := os.WriteFile(filepath.Join(d, f), []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	base := map[string]string{"BALENA_TLD": "x.io", "TOKEN_AUTH_BUILDER_TOKEN": "t",
+		"DOCKER_HOST_AMD64": "tcp://10.0.0.1:2376", "DOCKER_HOST_ARM64": "tcp://10.0.0.2:2376"}
+	with := func(m map[string]string) map[string]string {
+		out := map[string]string{}
+		for k, v := range base {
+			out[k] = v
+		}
+		for k, v := range m {
+			out[k] = v
+		}
+		return out
+	}
+	tests := []struct {
+		name         string
+		env          map[string]string
+		amdCA, armCA string // "" : plaintext
+		err          string
+	}{
+		{"plaintext as the original builder", base, "", "", ""},
+		{"DOCKER_TLS_VERIFY for both", with(map[string]string{"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": certs}), certs, certs, ""},
+		{"per architecture", with(map[string]string{"DOCKER_TLS_VERIFY_ARM64": "1", "DOCKER_CERT_PATH_ARM64": armCerts}), "", armCerts, ""},
+		{"per architecture wins", with(map[string]string{"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": certs, "DOCKER_CERT_PATH_ARM64": armCerts}), certs, armCerts, ""},
+		{"verify off", with(map[string]string{"DOCKER_TLS_VERIFY": "0", "DOCKER_CERT_PATH": certs}), "", "", ""},
+		{"missing files", with(map[string]string{"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": t.TempDir()}), "", "", "DOCKER_CERT_PATH"},
+		{"not a boolean", with(map[string]string{"DOCKER_TLS_VERIFY": "yes please"}), "", "", "DOCKER_TLS_VERIFY"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load("", env(tt.env))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want mention of %s", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, want := range []string{tt.amdCA, tt.armCA} {
+				h := c.Hosts[i]
+				if want == "" {
+					if h.TLSCA != "" || !h.AllowPlaintext {
+						t.Errorf("%s: TLS %q plaintext %v, want plaintext", h.Name, h.TLSCA, h.AllowPlaintext)
+					}
+					continue
+				}
+				if h.TLSCA != filepath.Join(want, "ca.pem") || h.TLSCert != filepath.Join(want, "cert.pem") || h.TLSKey != filepath.Join(want, "key.pem") || h.AllowPlaintext {
+					t.Errorf("%s: %+v, want the files of %s", h.Name, h, want)
+				}
+			}
+		})
+	}
+}
+
+func TestLimitsFromTheEnvironment(t *testing.T) {
+	c, err := Load("", env(map[string]string{"BALENA_TLD": "x.io", "TOKEN_AUTH_BUILDER_TOKEN": "t", "DOCKER_HOST_AMD64": "unix:///x",
+		"OBB_MAX_CONTEXT_BYTES": "1000", "OBB_MAX_EXPANSION_RATIO": "50", "OBB_UPLOAD_TIMEOUT": "5m", "OBB_UPLOAD_MIN_RATE": "10",
+		"OBB_UPLOAD_RATE_WINDOW": "2s", "OBB_MAX_BUILDS": "7", "OBB_MAX_BUILDS_PER_USER": "1", "OBB_MAX_LOG_BYTES": "4096",
+		"OBB_MAX_LOG_LINE_BYTES": "100", "OBB_ADMIN_ADDR": "127.0.0.1:1", "OBB_ADMIN_TOKEN": "op"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.Limits
+	if l.MaxContextBytes != 1000 || l.MaxExpansionRatio != 50 || l.UploadTimeout.Minutes() != 5 || l.UploadMinRate != 10 ||
+		l.UploadRateWindow.Seconds() != 2 || l.MaxBuilds != 7 || l.MaxBuildsPerUser != 1 || l.MaxLogBytes != 4096 || l.MaxLogLineBytes != 100 {
+		t.Errorf("limits = %+v", l)
+	}
+	if c.Listen.Admin != "127.0.0.1:1" || c.AdminToken != "op" {
+		t.Errorf("admin = %q %q", c.Listen.Admin, c.AdminToken)
+	}
+	for _, bad := range []map[string]string{{"OBB_UPLOAD_TIMEOUT": "soon"}, {"OBB_MAX_BUILDS": "-1"}, {"OBB_MAX_CONTEXT_BYTES": "4G"},
+		{"OBB_MAX_BUILDS_PER_USER": "0"}, {"OBB_TLS_CA": "/x"}} {
+		m := map[string]string{"BALENA_TLD": "x.io", "TOKEN_AUTH_BUILDER_TOKEN": "t", "DOCKER_HOST_AMD64": "unix:///x"}
+		var key string
+		for k, v := range bad {
+			m[k], key = v, k
+		}
+		if _, err := Load("", env(m)); err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(key, "OBB_")) {
+			t.Errorf("%v: err = %v, want it named", bad, err)
+		}
+	}
+}
