@@ -29,8 +29,9 @@ func errEmpty() *Error { return &Error{Msg: "upload is empty: no project files"}
 
 // Returned by the limitReaders, and turned into an *Error by readErr.
 var (
-	errTooBigC = errors.New("compressed limit crossed")
-	errTooBigU = errors.New("uncompressed limit crossed")
+	errTooBigC     = errors.New("compressed limit crossed")
+	errTooBigU     = errors.New("uncompressed limit crossed")
+	errTooExpanded = errors.New("expansion ratio crossed")
 )
 
 // corrupt describes a format error met while reading the stream; after names

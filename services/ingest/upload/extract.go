@@ -89,7 +89,7 @@ func (x *extractor) run(r io.Reader) error {
 		if err != nil {
 			return x.readErr(err, false)
 		}
-		src = zr
+		src = &ratioReader{r: zr, wire: x.wire, grace: x.lim.RatioGraceBytes, ratio: int64(x.lim.MaxExpansionRatio)}
 	}
 	x.raw = &limitReader{r: src, max: x.lim.MaxUncompressedBytes, errLimit: errTooBigU}
 	x.tr = tar.NewReader(x.raw)
@@ -163,6 +163,9 @@ func (x *extractor) readErr(err error, inEntry bool) error {
 		return rejectf("the compressed upload is larger than the %s limit", size(x.lim.MaxCompressedBytes))
 	case errors.Is(err, errTooBigU):
 		return x.tooBig()
+	case errors.Is(err, errTooExpanded):
+		return rejectf("the project expands more than %d times (%s of files from %s compressed so far); real projects do not compress this well: is it a decompression bomb? (limit: OBB_MAX_EXPANSION_RATIO)",
+			x.lim.MaxExpansionRatio, size(x.raw.n), size(x.wire.n))
 	}
 	if e := x.wire.err; e != nil && !errors.Is(e, io.EOF) && !errors.Is(e, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("upload: reading the upload: %w", e)

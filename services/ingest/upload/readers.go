@@ -35,3 +35,23 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// ratioReader fails with errTooExpanded once more than grace bytes came out
+// of it and they are more than ratio times the bytes read from the wire
+// (the compressed stream): a gzip bomb stops after about grace bytes.
+type ratioReader struct {
+	r     io.Reader
+	wire  *limitReader
+	n     int64
+	grace int64
+	ratio int64
+}
+
+func (q *ratioReader) Read(p []byte) (int, error) {
+	n, err := q.r.Read(p)
+	q.n += int64(n)
+	if q.n > q.grace && q.n > q.ratio*q.wire.n {
+		return n, errTooExpanded
+	}
+	return n, err
+}

@@ -20,7 +20,9 @@ import (
 // Defaults for the zero fields of [Limits]; they match platform/config.
 const (
 	DefaultMaxCompressedBytes   = 2 << 30
-	DefaultMaxUncompressedBytes = 8 << 30
+	DefaultMaxUncompressedBytes = 4 << 30
+	DefaultMaxExpansionRatio    = 200
+	DefaultRatioGraceBytes      = 16 << 20
 	DefaultMaxEntries           = 200_000
 	DefaultMaxPathLength        = 4096
 )
@@ -29,8 +31,14 @@ const (
 type Limits struct {
 	MaxCompressedBytes   int64 // bytes read from the wire (gzip)
 	MaxUncompressedBytes int64 // sum of file sizes + headers
-	MaxEntries           int
-	MaxPathLength        int // default 4096
+	// MaxExpansionRatio bounds the tar bytes per compressed byte, checked
+	// as the stream is read once RatioGraceBytes of tar came out: source
+	// code compresses 3–10 times, a gzip of zeros 1000 times. A plain tar
+	// (ratio 1) is never affected.
+	MaxExpansionRatio int
+	RatioGraceBytes   int64
+	MaxEntries        int
+	MaxPathLength     int // default 4096
 }
 
 func (l Limits) withDefaults() Limits {
@@ -39,6 +47,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxUncompressedBytes <= 0 {
 		l.MaxUncompressedBytes = DefaultMaxUncompressedBytes
+	}
+	if l.MaxExpansionRatio <= 0 {
+		l.MaxExpansionRatio = DefaultMaxExpansionRatio
+	}
+	if l.RatioGraceBytes <= 0 {
+		l.RatioGraceBytes = DefaultRatioGraceBytes
 	}
 	if l.MaxEntries <= 0 {
 		l.MaxEntries = DefaultMaxEntries
