@@ -261,7 +261,7 @@ func TestExtract(t *testing.T) {
 		{
 			name:    "sparse file larger than the limit",
 			upload:  tgz(t, file("a", "1"), raw(sparse("huge", 1<<40))),
-			wantErr: "upload rejected: the project is larger than the 8 GiB limit",
+			wantErr: "upload rejected: the project is larger than the 4 GiB limit",
 		},
 		{
 			name:    "sparse files together larger than the limit",
