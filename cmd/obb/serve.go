@@ -335,7 +335,7 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, metrics htt
 		return err
 	}
 	// The public port: /v3/build and a user's own builds.
-	public, err := gateway.NewMux(ctx, gateway.BuildHandler(ing, p.logger.With("service", "gateway")),
+	public, err := gateway.NewMux(ctx, gateway.BuildHandler(ing, gateway.UploadLimits{Timeout: cfg.Limits.UploadTimeout, MinRate: cfg.Limits.UploadMinRate, RateWindow: cfg.Limits.UploadRateWindow}, p.logger.With("service", "gateway")),
 		func(ctx context.Context, m *runtime.ServeMux) error {
 			return ingestv1.RegisterIngestServiceHandlerClient(ctx, m, ing)
 		})

@@ -4,13 +4,16 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/codes"
@@ -26,11 +29,15 @@ const uploadChunk = 256 << 10
 // RPC: the token and fleet are checked before the body is read; errors
 // before the build starts are HTTP statuses; after that, one JSON array
 // streams the build (buildLogId first), or, with headless=true, one object.
-func BuildHandler(ingest ingestv1.IngestServiceClient, logger *slog.Logger) runtime.HandlerFunc {
+//
+// The upload is paced (limits): too long or too slow, it is cut off with
+// 408. A body that says Content-Encoding: gzip must be gzip (400 if not).
+func BuildHandler(ingest ingestv1.IngestServiceClient, limits UploadLimits, logger *slog.Logger) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
 		// Answer without reading the body first (net/http would otherwise
 		// drain up to 256 KiB of an unread upload before a 401 goes out).
-		_ = http.NewResponseController(w).EnableFullDuplex()
+		rc := http.NewResponseController(w)
+		_ = rc.EnableFullDuplex()
 		q := r.URL.Query()
 		spec := &ingestv1.BuildSpec{Slug: q.Get("slug"), DockerfilePath: q.Get("dockerfilePath"),
 			Emulated: flag(q.Get("emulated")), Nocache: flag(q.Get("nocache")), Headless: flag(q.Get("headless")), IsDraft: flag(q.Get("isdraft"))}
@@ -41,6 +48,11 @@ func BuildHandler(ingest ingestv1.IngestServiceClient, logger *slog.Logger) runt
 		auth := r.Header.Get("Authorization")
 		if auth == "" {
 			httpError(w, http.StatusUnauthorized, "no token: log in with `balena login`")
+			return
+		}
+		gzipped, ok := contentEncoding(r.Header.Values("Content-Encoding"))
+		if !ok {
+			httpError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Encoding %q is not supported: send the tar plain or gzip-compressed", r.Header.Get("Content-Encoding")))
 			return
 		}
 		ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(r.Context(), "authorization", auth))
@@ -62,7 +74,23 @@ func BuildHandler(ingest ingestv1.IngestServiceClient, logger *slog.Logger) runt
 			httpError(w, http.StatusBadGateway, "unexpected answer from ingest")
 			return
 		}
-		if err := upload(stream, r.Body); err != nil {
+		body := pace(r.Body, rc, limits)
+		defer body.close()
+		br := bufio.NewReaderSize(body, 64<<10)
+		if gzipped {
+			if magic, err := br.Peek(2); err == nil && (magic[0] != 0x1f || magic[1] != 0x8b) {
+				httpError(w, http.StatusBadRequest, "the body says Content-Encoding: gzip but is not gzip: send a gzip-compressed tar, or no Content-Encoding for a plain one")
+				return // cancel() ends the stream: ingest creates nothing
+			}
+		}
+		err = upload(stream, br)
+		body.close()
+		var slow *errPace
+		if errors.As(err, &slow) {
+			httpError(w, http.StatusRequestTimeout, slow.Error())
+			return
+		}
+		if err != nil {
 			rpcError(w, err)
 			return
 		}
@@ -97,6 +125,10 @@ func upload(stream ingestv1.IngestService_BuildClient, body io.Reader) error {
 		}
 		if err == io.EOF {
 			return stream.CloseSend()
+		}
+		var slow *errPace
+		if errors.As(err, &slow) {
+			return slow
 		}
 		if err != nil {
 			return status.Errorf(codes.Canceled, "upload interrupted: %v", err)
@@ -185,6 +217,23 @@ func (a *arrayWriter) close() {
 		_, _ = io.WriteString(a.w, "\n]\n")
 		_ = a.rc.Flush()
 	}
+}
+
+// contentEncoding tells whether the body is gzip ("gzip" or "x-gzip") or
+// plain (no Content-Encoding, or "identity"); ok is false for anything else.
+func contentEncoding(values []string) (gzipped, ok bool) {
+	for _, v := range values {
+		for _, e := range strings.Split(v, ",") {
+			switch strings.ToLower(strings.TrimSpace(e)) {
+			case "", "identity":
+			case "gzip", "x-gzip":
+				gzipped = true
+			default:
+				return false, false
+			}
+		}
+	}
+	return gzipped, true
 }
 
 func flag(v string) bool {
