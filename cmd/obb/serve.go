@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/open-balena-builder/builder/platform/config"
+	"github.com/open-balena-builder/builder/platform/hub"
 	"github.com/open-balena-builder/builder/platform/rpc"
 	"github.com/open-balena-builder/builder/platform/telemetry"
 	executorv1 "github.com/open-balena-builder/builder/proto/builder/executor/v1"
@@ -230,7 +231,7 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 			}
 		}
 		if services["scheduler"] {
-			srv, err := scheduler.New(scheduler.Config{BuildTimeout: cfg.Limits.BuildTimeout, Meter: metrics.Meter("scheduler")},
+			srv, err := scheduler.New(scheduler.Config{BuildTimeout: cfg.Limits.BuildTimeout, Meter: metrics.Meter("scheduler"), LogLimits: logLimits(cfg)},
 				func(addr string) (executorv1.ExecutorServiceClient, error) {
 					cc, err := peers.conn(addr)
 					if err != nil {
@@ -322,8 +323,8 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, metrics htt
 	srv, err := ingest.New(ingest.Config{
 		DataDir: cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second, Meter: meter,
 		Limits: upload.Limits{MaxCompressedBytes: cfg.Limits.MaxUploadBytes, MaxUncompressedBytes: cfg.Limits.MaxContextBytes,
-			MaxEntries: cfg.Limits.MaxEntries},
-		OperatorToken: token, MaxBuilds: cfg.Limits.MaxBuilds, MaxBuildsPerUser: cfg.Limits.MaxBuildsPerUser,
+			MaxEntries: cfg.Limits.MaxEntries, MaxExpansionRatio: cfg.Limits.MaxExpansionRatio},
+		LogLimits: logLimits(cfg), OperatorToken: token, MaxBuilds: cfg.Limits.MaxBuilds, MaxBuildsPerUser: cfg.Limits.MaxBuildsPerUser,
 	}, rel, sched, log)
 	if err != nil {
 		return err
@@ -355,6 +356,10 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, metrics htt
 	}
 	p.cleanup = append(p.cleanup, ops.Stop)
 	return p.startHTTP("admin", cfg.Listen.Admin, otelhttp.NewHandler(ops, "admin"), true)
+}
+
+func logLimits(cfg config.Config) hub.Limits {
+	return hub.Limits{MaxBytes: cfg.Limits.MaxLogBytes, MaxLineBytes: cfg.Limits.MaxLogLineBytes}
 }
 
 // withPing adds GET /ping (like open-balena-api's) for load balancers.

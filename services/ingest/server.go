@@ -48,6 +48,8 @@ type Config struct {
 	StatusPoll time.Duration
 	// Meter records ingest's metrics (nil: none).
 	Meter metric.Meter
+	// LogLimits bound a build's log kept for watchers.
+	LogLimits hub.Limits
 	// OperatorToken lets its bearer see and cancel every build (the admin
 	// listener forwards it); empty: nobody is an operator here.
 	OperatorToken string
@@ -251,7 +253,7 @@ func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[in
 	b := &build{
 		id: strconv.FormatInt(rel.GetReleaseId(), 10), releaseID: rel.GetReleaseId(), commit: rel.GetCommit(),
 		fleet: fleet, user: auth.GetUser().GetUsername(), draft: spec.GetIsDraft(), token: token, dir: dir, plan: plan,
-		images: map[string]*releasev1.CreatedImage{}, hub: hub.New(), created: time.Now(),
+		images: map[string]*releasev1.CreatedImage{}, hub: hub.NewWithLimits(s.cfg.LogLimits), created: time.Now(),
 		state: buildv1.BuildState_BUILD_STATE_RUNNING, services: map[string]*serviceRun{},
 	}
 	for _, img := range rel.GetImages() {

@@ -36,6 +36,8 @@ type Config struct {
 	KeepBuilds int
 	// Meter records the scheduler's metrics (nil: none).
 	Meter metric.Meter
+	// LogLimits bound a build's log kept for watchers.
+	LogLimits hub.Limits
 }
 
 // Server implements schedulerv1.SchedulerServiceServer.
@@ -95,7 +97,7 @@ func (s *Server) SubmitBuild(ctx context.Context, req *schedulerv1.SubmitBuildRe
 	// The jobs outlive this call but stay in its trace.
 	parent, cancel := context.WithCancelCause(trace.ContextWithSpanContext(context.Background(), trace.SpanContextFromContext(ctx)))
 	ctx, stop := context.WithTimeoutCause(parent, s.cfg.BuildTimeout, fmt.Errorf("build timed out after %s", s.cfg.BuildTimeout))
-	b := &build{id: req.GetBuildId(), hub: hub.New(), ctx: ctx, cancel: cancel, stop: stop, remaining: len(req.GetJobs())}
+	b := &build{id: req.GetBuildId(), hub: hub.NewWithLimits(s.cfg.LogLimits), ctx: ctx, cancel: cancel, stop: stop, remaining: len(req.GetJobs())}
 	if !s.builds.Add(b.id, b) {
 		stop()
 		cancel(nil)
