@@ -30,7 +30,7 @@ func (e *buildFailedError) Error() string { return "build failed: " + e.msg }
 // build ran, for clean-up after a cancel.
 type buildOutput struct {
 	logs       sdk.LogSink
-	partial    string // stream text after the last newline
+	lines      lineBuffer // stream text after the last newline
 	progress   progressLines
 	imageID    string
 	shortID    string // from "Successfully built", if no aux came
@@ -67,9 +67,7 @@ func (o *buildOutput) handle(m *jsonmessage.JSONMessage) error {
 
 // text emits the complete lines of s and keeps the rest for later.
 func (o *buildOutput) text(s string) error {
-	lines := strings.Split(o.partial+s, "\n")
-	o.partial = lines[len(lines)-1]
-	for _, line := range lines[:len(lines)-1] {
+	for _, line := range o.lines.add(s) {
 		if err := o.line(line); err != nil {
 			return err
 		}
@@ -93,9 +91,7 @@ func (o *buildOutput) line(line string) error {
 
 // flush emits a last line that had no newline.
 func (o *buildOutput) flush() error {
-	rest := o.partial
-	o.partial = ""
-	return o.line(rest)
+	return o.line(o.lines.rest())
 }
 
 // image returns the built image's id once the stream has ended.

@@ -45,7 +45,7 @@ type buildkitOutput struct {
 	order    []*bkVertex
 	failed   *bkVertex // the first step that failed
 	imageID  string
-	partial  string // text of "stream" messages after the last newline
+	lines    lineBuffer // text of "stream" messages after the last newline
 	badTrace bool   // an undecodable trace was reported once
 }
 
@@ -62,8 +62,8 @@ type bkVertex struct {
 }
 
 type bkChunk struct {
-	text string
-	at   time.Time
+	lines lineBuffer
+	at    time.Time
 }
 
 func newBuildKitOutput(logs sdk.LogSink) *buildkitOutput {
@@ -254,12 +254,10 @@ func (o *buildkitOutput) logLine(l *controlapi.VertexLog) error {
 		c = &bkChunk{at: at}
 		vx.partial[l.GetStream()] = c
 	}
-	if c.text == "" {
+	if !c.lines.pending() {
 		c.at = at
 	}
-	lines := strings.Split(c.text+string(l.GetMsg()), "\n")
-	c.text = lines[len(lines)-1]
-	for _, line := range lines[:len(lines)-1] {
+	for _, line := range c.lines.add(string(l.GetMsg())) {
 		if err := o.output(vx, c.at, line); err != nil {
 			return err
 		}
@@ -294,9 +292,7 @@ func (o *buildkitOutput) flushVertex(vx *bkVertex) error {
 	slices.Sort(streams)
 	for _, s := range streams {
 		c := vx.partial[s]
-		rest := c.text
-		c.text = ""
-		if err := o.output(vx, c.at, rest); err != nil {
+		if err := o.output(vx, c.at, c.lines.rest()); err != nil {
 			return err
 		}
 	}
@@ -305,9 +301,7 @@ func (o *buildkitOutput) flushVertex(vx *bkVertex) error {
 
 // text prints plain "stream" messages (the daemon's own notes) line by line.
 func (o *buildkitOutput) text(s string) error {
-	lines := strings.Split(o.partial+s, "\n")
-	o.partial = lines[len(lines)-1]
-	for _, line := range lines[:len(lines)-1] {
+	for _, line := range o.lines.add(s) {
 		if line = strings.TrimRight(line, "\r"); strings.TrimSpace(line) != "" {
 			if err := o.logs(&pluginv1.Log{Text: line}); err != nil {
 				return err
@@ -324,8 +318,7 @@ func (o *buildkitOutput) flush() error {
 			return err
 		}
 	}
-	rest := o.partial
-	o.partial = ""
+	rest := o.lines.rest()
 	if strings.TrimSpace(rest) == "" {
 		return nil
 	}
