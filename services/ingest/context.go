@@ -104,15 +104,21 @@ func dockerignore(root string) (*patternmatcher.PatternMatcher, error) {
 	return patternmatcher.New(patterns)
 }
 
-// writeContext writes the tar of root for svc: its .dockerignore applied
-// (the Dockerfile and .dockerignore always go, as with docker build), the
-// build metadata (.balena/, .resin/) left out.
+// writeContext writes the tar of root for svc: the Dockerfile first (the
+// executor plugin reads its FROM lines before the build starts), then the
+// rest with its .dockerignore applied (the Dockerfile and .dockerignore
+// always go, as with docker build), the build metadata (.balena/, .resin/)
+// left out.
 func writeContext(w io.Writer, root string, svc *project.Service) error {
 	ignore, err := dockerignore(root)
 	if err != nil {
 		return err
 	}
 	tw := tar.NewWriter(w)
+	wroteDockerfile, err := writeDockerfile(tw, root, svc)
+	if err != nil {
+		return err
+	}
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -128,8 +134,8 @@ func writeContext(w io.Writer, root string, svc *project.Service) error {
 			}
 			return nil
 		}
-		if svc.Templated && name == svc.Dockerfile {
-			return nil // replaced by the rendered Dockerfile below
+		if wroteDockerfile && name == path.Clean(svc.Dockerfile) {
+			return nil // written first
 		}
 		if ignore != nil && name != svc.Dockerfile && name != ".dockerignore" {
 			skip, err := ignore.MatchesOrParentMatches(name)
@@ -178,15 +184,41 @@ func writeContext(w io.Writer, root string, svc *project.Service) error {
 	if err != nil {
 		return err
 	}
-	if svc.Templated {
-		if err := tw.WriteHeader(&tar.Header{Name: path.Clean(svc.Dockerfile), Mode: 0o644, Size: int64(len(svc.Content)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(svc.Content); err != nil {
-			return err
-		}
-	}
 	return tw.Close()
+}
+
+// writeDockerfile writes svc's Dockerfile as the first entry: the rendered
+// template, or the file as it is when it is a regular file. It tells
+// whether it wrote one (a missing or odd one is left to the walk and the
+// daemon).
+func writeDockerfile(tw *tar.Writer, root string, svc *project.Service) (bool, error) {
+	name := path.Clean(svc.Dockerfile)
+	if svc.Templated {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(svc.Content)), Typeflag: tar.TypeReg}); err != nil {
+			return false, err
+		}
+		_, err := tw.Write(svc.Content)
+		return err == nil, err
+	}
+	f, err := os.Open(filepath.Join(root, filepath.FromSlash(name)))
+	if err != nil {
+		return false, nil
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil || !info.Mode().IsRegular() {
+		return false, nil
+	}
+	hdr, err := tar.FileInfoHeader(info, "")
+	if err != nil {
+		return false, err
+	}
+	hdr.Name, hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = name, 0, 0, "", ""
+	if err := tw.WriteHeader(hdr); err != nil {
+		return false, err
+	}
+	_, err = io.Copy(tw, f)
+	return err == nil, err
 }
 
 // chunkWriter sends each write as one message (bufio sizes the writes).

@@ -51,12 +51,25 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 	defer c.Close()
 
 	log := d.logger.With("job", spec.GetJobId(), "host", spec.GetHost().GetName(), "image", spec.GetImageRef())
+	// The openBalena registry is the job's own registry, reached with the
+	// job's own token only (see tenancy.go); the job's tags go afterwards.
+	own := registryDomain(spec.GetImageRef())
+	auths = withJobToken(auths, own, spec.GetRegistryToken())
+	tags := []string{spec.GetImageRef() + ":latest"}
+	defer func() { d.untag(ctx, c, spec.GetJobId(), tags) }()
+
 	start := time.Now()
 	var imageID string
 	if spec.GetPullImage() != "" {
-		imageID, err = d.pull(ctx, c, spec, auths, logs)
+		var pulled bool
+		imageID, pulled, err = d.pull(ctx, c, spec, own, auths, logs)
+		if pulled {
+			tags = append(tags, spec.GetPullImage())
+		}
 	} else {
-		imageID, err = d.build(ctx, c, spec, auths, buildContext, logs)
+		var fresh []string
+		imageID, fresh, err = d.build(ctx, c, spec, own, auths, buildContext, logs)
+		tags = append(tags, fresh...)
 	}
 	if err != nil {
 		log.Info("build failed", "error", err, "elapsed", time.Since(start))
@@ -79,16 +92,25 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 	return &pluginv1.Result{ImageId: img.ID, Digest: digest, Size: img.Size}, nil
 }
 
-// build runs the classic builder and returns the image id. On failure or
-// cancellation it makes sure the build's containers are gone.
-func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, auths registryAuths, buildContext io.Reader, logs sdk.LogSink) (string, error) {
+// build runs the classic builder (or BuildKit) and returns the image id
+// and the base images it pulled fresh. On failure or cancellation it makes
+// sure the build's containers are gone.
+func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths registryAuths, buildContext io.Reader, logs sdk.LogSink) (string, []string, error) {
+	dockerfile, whole, found, _ := peekDockerfile(buildContext, dockerfileNames(spec))
+	buildContext = whole
+	bases, unresolved := baseImages(dockerfile, spec.GetBuildArgs())
+	fresh, pulled := pullFresh(bases, unresolved || !found, own, auths)
+	opts := buildOptions(spec, auths)
+	opts.PullParent = fresh
 	if spec.GetHost().GetBuildkit() {
-		return d.buildKit(ctx, c, spec, auths, buildContext, logs)
+		id, err := d.buildKit(ctx, c, spec, opts, auths, buildContext, logs)
+		return id, pulled, err
 	}
 	out := &buildOutput{logs: logs}
-	err := runImageBuild(ctx, c, buildOptions(spec, auths), buildContext, out.handle, out.flush)
+	err := runImageBuild(ctx, c, opts, buildContext, out.handle, out.flush)
 	if err == nil {
-		return out.image()
+		id, err := out.image()
+		return id, pulled, err
 	}
 	if len(out.containers) > 0 {
 		if cerr := removeContainers(context.WithoutCancel(ctx), c, out.containers); cerr != nil {
@@ -96,7 +118,7 @@ func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.Bui
 			err = errors.Join(err, cerr)
 		}
 	}
-	return "", canceled(ctx, spec.GetJobId(), err)
+	return "", pulled, canceled(ctx, spec.GetJobId(), err)
 }
 
 // buildKit builds with the daemon's BuildKit (POST /build?version=2, the
@@ -109,8 +131,7 @@ func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.Bui
 // in case the closed connection does not reach the daemon (a proxy in
 // between). BuildKit's steps are no containers of the daemon: there are
 // none to remove.
-func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, auths registryAuths, buildContext io.Reader, logs sdk.LogSink) (string, error) {
-	opts := buildOptions(spec, auths)
+func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, opts build.ImageBuildOptions, auths registryAuths, buildContext io.Reader, logs sdk.LogSink) (string, error) {
 	opts.BuildID = buildID(spec.GetJobId())
 	if len(spec.GetSecrets()) > 0 || len(auths) > 0 {
 		s, err := d.startSession(ctx, c, spec.GetJobId(), spec.GetSecrets(), auths)

@@ -46,7 +46,7 @@ type buildkitOutput struct {
 	failed   *bkVertex // the first step that failed
 	imageID  string
 	lines    lineBuffer // text of "stream" messages after the last newline
-	badTrace bool   // an undecodable trace was reported once
+	badTrace bool       // an undecodable trace was reported once
 }
 
 // bkVertex is one step of a BuildKit build as printed so far.

@@ -18,58 +18,69 @@ import (
 
 // pull makes spec.pull_image (a compose service with only image:) the
 // job's image: the daemon pulls it for the spec's platform, with the
-// credentials registry_config has for its registry, and tags it
-// <image_ref>:latest for the push. When the pull fails but the host holds
-// the image already (of the spec's platform), that copy is used and the log
-// says so: hosts without access to the image's registry (or offline ones)
-// build from what was loaded on them. It returns the image id.
-func (d *Driver) pull(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, auths registryAuths, logs sdk.LogSink) (string, error) {
+// credentials registry_config has for its registry (the job's own token for
+// the openBalena registry, own), and tags it <image_ref>:latest for the
+// push. When the registry cannot be reached at all but the host holds the
+// image already (of the spec's platform), that copy is used and the log
+// says so: offline hosts build from what was loaded on them. Never for the
+// openBalena registry or a registry the job has credentials for, and never
+// after the registry answered (denied, unknown): another job's copy is not
+// this job's to take. It returns the image id and whether it was pulled.
+func (d *Driver) pull(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths registryAuths, logs sdk.LogSink) (string, bool, error) {
 	img := spec.GetPullImage()
 	named, err := reference.ParseNormalizedNamed(img)
 	if err != nil { // validateSpec checked it
-		return "", fmt.Errorf("job %s: pull_image %q: %v: %w", spec.GetJobId(), img, err, sdk.ErrInvalidArgument)
+		return "", false, fmt.Errorf("job %s: pull_image %q: %v: %w", spec.GetJobId(), img, err, sdk.ErrInvalidArgument)
 	}
+	domain := reference.Domain(named)
 	var auth string
-	if ac, ok := auths.lookup(reference.Domain(named)); ok {
+	ac, withCredentials := auths.lookup(domain)
+	if withCredentials {
 		if auth, err = registry.EncodeAuthConfig(ac); err != nil {
-			return "", fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), reference.Domain(named))
+			return "", false, fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), domain)
 		}
 	}
 	if err := logs(&pluginv1.Log{Text: "Pulling " + img, Info: true}); err != nil {
-		return "", err
+		return "", false, err
 	}
+	pulled := true
 	if err := pullImage(ctx, c, img, spec.GetPlatform(), auth, logs); err != nil {
 		if ctx.Err() != nil {
-			return "", canceled(ctx, spec.GetJobId(), err)
+			return "", false, canceled(ctx, spec.GetJobId(), err)
 		}
 		var sinkErr sinkError
 		if errors.As(err, &sinkErr) {
-			return "", sinkErr.err
+			return "", false, sinkErr.err
 		}
 		reason := shortReason(err)
+		if withCredentials || registryHost(domain) == registryHost(own) || !unreachable(err) {
+			_ = logs(&pluginv1.Log{Text: fmt.Sprintf("could not pull %s: %s", img, reason), Error: true})
+			return "", false, canceled(ctx, spec.GetJobId(), engineError("pull "+img, err))
+		}
 		local, ierr := c.ImageInspect(ctx, img)
 		if ierr != nil {
 			_ = logs(&pluginv1.Log{Text: fmt.Sprintf("could not pull %s: %s", img, reason), Error: true})
-			return "", canceled(ctx, spec.GetJobId(), engineError("pull "+img, err))
+			return "", false, canceled(ctx, spec.GetJobId(), engineError("pull "+img, err))
 		}
 		if p := spec.GetPlatform(); p != "" && !samePlatform(p, local.Os, local.Architecture, local.Variant) {
 			have := platformString(local.Os, local.Architecture, local.Variant)
 			_ = logs(&pluginv1.Log{Text: fmt.Sprintf("could not pull %s: %s; the copy on the host is %s, not %s", img, reason, have, p), Error: true})
-			return "", fmt.Errorf("pull %s: %s; the copy on the host is %s, not %s", img, reason, have, p)
+			return "", false, fmt.Errorf("pull %s: %s; the copy on the host is %s, not %s", img, reason, have, p)
 		}
-		if err := logs(&pluginv1.Log{Text: fmt.Sprintf("could not pull %s: %s; using the copy on the host", img, reason), Info: true}); err != nil {
-			return "", err
+		if err := logs(&pluginv1.Log{Text: fmt.Sprintf("could not pull %s: %s (its registry cannot be reached); using the copy on the host", img, reason), Info: true}); err != nil {
+			return "", false, err
 		}
+		pulled = false
 	}
 	ref := spec.GetImageRef() + ":latest"
 	if err := c.ImageTag(ctx, img, ref); err != nil {
-		return "", canceled(ctx, spec.GetJobId(), engineError(fmt.Sprintf("tag %s as %s", img, ref), err))
+		return "", pulled, canceled(ctx, spec.GetJobId(), engineError(fmt.Sprintf("tag %s as %s", img, ref), err))
 	}
-	pulled, err := c.ImageInspect(ctx, ref)
+	inspected, err := c.ImageInspect(ctx, ref)
 	if err != nil {
-		return "", canceled(ctx, spec.GetJobId(), engineError("inspect "+ref, err))
+		return "", pulled, canceled(ctx, spec.GetJobId(), engineError("inspect "+ref, err))
 	}
-	return pulled.ID, nil
+	return inspected.ID, pulled, nil
 }
 
 // sinkError is an error of the log sink, which ends the build as it is.

@@ -29,8 +29,12 @@ func testRegistryConfig(t *testing.T, env sdktest.Env, login registryLogin) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// The private registry is the test registry under another name
+	// (localhost:<port>): its own registry (127.0.0.1:<port>), the job
+	// reaches with its job token only, whatever registry_config says.
+	private := strings.Replace(login.registry, "127.0.0.1:", "localhost:", 1)
 	cfg, err := json.Marshal(map[string]map[string]string{
-		login.registry: {"username": login.username, "password": login.password, "serveraddress": login.registry},
+		private: {"username": login.username, "password": login.password, "serveraddress": private},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -38,12 +42,13 @@ func testRegistryConfig(t *testing.T, env sdktest.Env, login registryLogin) {
 
 	// The private base image: built, pushed, then untagged on the host
 	// before each build, so that FROM has to pull it.
-	base := env.ImageRef(t)
-	_, rec, err := buildWith(t, env, env.Host, &pluginv1.BuildSpec{ImageRef: base},
+	built := env.ImageRef(t)
+	_, rec, err := buildWith(t, env, env.Host, &pluginv1.BuildSpec{ImageRef: built},
 		"FROM busybox\nRUN echo from-base > /private\n")
 	if err != nil {
 		t.Fatalf("build the base image: %v\nlogs:\n%s", err, rec)
 	}
+	base := strings.Replace(built, login.registry, private, 1)
 
 	for _, buildkit := range []bool{false, true} {
 		host := &pluginv1.HostConfig{Name: env.Host.GetName(), Endpoint: env.Host.GetEndpoint(), Buildkit: buildkit}

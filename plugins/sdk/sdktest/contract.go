@@ -27,7 +27,10 @@ import (
 // whose pull fails, and the plugin must use the host's copy) and build
 // secrets: on a BuildKit host a RUN reads one and no layer of the saved
 // image holds it; a classic-builder host refuses the build with an
-// invalid-argument error that names BuildKit.
+// invalid-argument error that names BuildKit. And tenancy: no tag of a job
+// stays on the host, and a job cannot take another repository's image from
+// the host's store (as pull_image or FROM), while the layer cache still
+// serves identical builds.
 type Env struct {
 	// Host is the build host handed to the plugin (its buildkit and
 	// network_mode apply to every build of the suite).
@@ -74,6 +77,7 @@ func RunContract(t *testing.T, newExec func(t *testing.T) sdk.Executor, env Env)
 	t.Run("BuildFails", func(t *testing.T) { testBuildFails(t, newExec(t), env) })
 	t.Run("Target", func(t *testing.T) { testTarget(t, newExec(t), env) })
 	t.Run("PullImage", func(t *testing.T) { testPullImage(t, newExec(t), env) })
+	t.Run("Tenancy", func(t *testing.T) { testTenancy(t, newExec(t), env) })
 	if env.Host.GetBuildkit() {
 		t.Run("Secrets", func(t *testing.T) { testSecrets(t, newExec(t), env) })
 	} else {

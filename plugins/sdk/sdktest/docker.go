@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
@@ -24,15 +25,21 @@ func dockerClient(t *testing.T, env Env) *client.Client {
 	return c
 }
 
-// checkImage verifies that the daemon holds the built image with the spec's
-// labels and the pushed digest, and that the result describes it.
-func checkImage(t *testing.T, env Env, spec *pluginv1.BuildSpec, res *pluginv1.Result) {
+// checkImage verifies that the host kept no tag of the job's image (another
+// tenant of the host could build on it), that the registry has the pushed
+// digest, and that the image pulled by it has the spec's labels and is what
+// the result describes. It returns the image's reference by digest.
+func checkImage(t *testing.T, env Env, spec *pluginv1.BuildSpec, res *pluginv1.Result) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	img, err := dockerClient(t, env).ImageInspect(ctx, spec.GetImageRef()+":latest")
+	c := dockerClient(t, env)
+	checkNoTag(t, env, spec.GetImageRef()+":latest")
+	byDigest := spec.GetImageRef() + "@" + res.GetDigest()
+	checkPull(t, env, spec, byDigest)
+	img, err := c.ImageInspect(ctx, byDigest)
 	if err != nil {
-		t.Fatalf("inspect %s:latest: %v", spec.GetImageRef(), err)
+		t.Fatalf("inspect %s: %v", byDigest, err)
 	}
 	if img.ID != res.GetImageId() {
 		t.Errorf("result image id %q, daemon has %q", res.GetImageId(), img.ID)
@@ -45,8 +52,19 @@ func checkImage(t *testing.T, env Env, spec *pluginv1.BuildSpec, res *pluginv1.R
 			t.Errorf("image lacks label %s=%s", k, v)
 		}
 	}
-	if want := spec.GetImageRef() + "@" + res.GetDigest(); !slices.Contains(img.RepoDigests, want) {
-		t.Errorf("image repo digests %v, want %s (pushed)", img.RepoDigests, want)
+	if !slices.Contains(img.RepoDigests, byDigest) {
+		t.Errorf("image repo digests %v, want %s (pushed)", img.RepoDigests, byDigest)
+	}
+	return byDigest
+}
+
+// checkNoTag fails when the host still has ref after the job.
+func checkNoTag(t *testing.T, env Env, ref string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := dockerClient(t, env).ImageInspect(ctx, ref); !cerrdefs.IsNotFound(err) {
+		t.Errorf("the host still has %s after the job (inspect: %v): another tenant could use it", ref, err)
 	}
 }
 
