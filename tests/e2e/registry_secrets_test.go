@@ -15,7 +15,10 @@ import (
 )
 
 // privateBase pushes busybox to a repository of the token-auth registry and
-// removes the host's copy of that name, so a build has to pull it.
+// removes the host's copy of that name, so a build has to pull it. It
+// returns the image under another name of that registry, localhost:<port>:
+// to the builder a registry other than openBalena's own (127.0.0.1:<port>),
+// which a job reaches with its own token only.
 func privateBase(t *testing.T) string {
 	t.Helper()
 	h := make([]byte, 16)
@@ -40,7 +43,12 @@ func privateBase(t *testing.T) string {
 		t.Fatalf("untag: %v %v", err, resp.Status)
 	}
 	resp.Body.Close()
-	return ref
+	return privateRegistry() + "/" + repo
+}
+
+// privateRegistry is the test registry under the name of a private one.
+func privateRegistry() string {
+	return strings.Replace(env.Registry.Addr(), "127.0.0.1:", "localhost:", 1)
 }
 
 func TestRegistrySecretsPullAPrivateBaseImage(t *testing.T) {
@@ -53,7 +61,7 @@ func TestRegistrySecretsPullAPrivateBaseImage(t *testing.T) {
 		t.Fatalf("a private base image was pulled without credentials:\n%s", without.Text())
 	}
 
-	secrets, _ := json.Marshal(map[string]map[string]string{env.Registry.Addr(): {"username": "builder", "password": harness.BuilderToken}})
+	secrets, _ := json.Marshal(map[string]map[string]string{privateRegistry(): {"username": "builder", "password": harness.BuilderToken}})
 	with := push(t, f, project(t, map[string]string{
 		"Dockerfile":                    dockerfile,
 		".balena/registry-secrets.json": string(secrets),

@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/open-balena-builder/builder/tests/harness"
 )
@@ -229,4 +234,97 @@ func mustInt(t *testing.T, s string) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// A user names another fleet's image, in compose image: and in FROM: the
+// build fails (its registry token covers its own image only, and the host
+// keeps no copy under the other image's name), the release ends failed.
+func TestCrossFleetImagesAreRefused(t *testing.T) {
+	victim := newFixture(t, "genericx86-64-ext")
+	res := push(t, victim, project(t, map[string]string{"Dockerfile": "FROM busybox\nRUN echo victims-secret > /secret\n"}), harness.PushOptions{})
+	if res.IsError {
+		t.Fatalf("the victim's push: %s", res.Text())
+	}
+	imgs := imagesOf(t, res.ReleaseID)
+	if len(imgs) != 1 || imgs[0].Location == "" {
+		t.Fatalf("victim's images: %+v", imgs)
+	}
+	loc := imgs[0].Location
+	var inspect map[string]any
+	if err := env.AMD64.Engine().JSON(context.Background(), http.MethodGet, "/images/"+loc+":latest/json", nil, nil, &inspect); err == nil {
+		t.Errorf("the host keeps the victim's image as %s:latest", loc)
+	}
+
+	attacker := newFixture(t, "genericx86-64-ext")
+	for name, files := range map[string]map[string]string{
+		"compose image:": {"docker-compose.yml": "version: '2.1'\nservices:\n  stolen:\n    image: " + loc + "\n"},
+		"FROM":           {"Dockerfile": "FROM " + loc + "\nRUN cat /secret\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			res := push(t, attacker, project(t, files), harness.PushOptions{})
+			text := res.Text()
+			if !res.IsError || strings.Contains(text, "victims-secret") {
+				t.Fatalf("the attacker's build did not fail:\n%s", text)
+			}
+			if !strings.Contains(text, "denied") && !strings.Contains(text, "unauthorized") && !strings.Contains(text, "authorization failed") {
+				t.Errorf("the failure does not say access was denied:\n%s", text)
+			}
+			if r := waitRelease(t, res.ReleaseID); r.Status != "failed" {
+				t.Errorf("the attacker's release is %q, want failed", r.Status)
+			}
+		})
+	}
+}
+
+// A 4 GiB gzip bomb of zeros (about 4 MB on the wire) is refused after a
+// small part of it, with flat memory and nothing left in the data dir.
+func TestGzipBombStopsEarly(t *testing.T) {
+	f := newFixture(t, "genericx86-64-ext")
+	pr, pw := io.Pipe()
+	var produced int64
+	go func() {
+		zw, _ := gzip.NewWriterLevel(pw, gzip.BestCompression)
+		tw := tar.NewWriter(zw)
+		zeros := make([]byte, 1<<20)
+		var err error
+		for i := 0; err == nil && i < 4096; i++ {
+			if err = tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("zeros/%04d", i), Mode: 0o644, Size: 1 << 20, Typeflag: tar.TypeReg}); err == nil {
+				_, err = tw.Write(zeros)
+				produced += 1 << 20
+			}
+		}
+		if err == nil {
+			err = tw.Close()
+		}
+		if err == nil {
+			err = zw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	before := len(env.API.Releases())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := harness.PushBody(ctx, env.BuilderURL, pr, harness.PushOptions{Slug: f.fleet.Slug, Token: f.token})
+	pr.CloseWithError(errors.New("the test is over"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != http.StatusBadRequest || !strings.Contains(res.Body, "OBB_MAX_EXPANSION_RATIO") {
+		t.Fatalf("bomb: %d %q, want 400 naming OBB_MAX_EXPANSION_RATIO", res.Status, res.Body)
+	}
+	if n := len(env.API.Releases()); n != before {
+		t.Errorf("%d releases created", n-before)
+	}
+	entries, err := os.ReadDir(env.DataDir + "/builds")
+	if err != nil || len(entries) != 0 {
+		t.Errorf("left in the data dir: %v %v", entries, err)
+	}
+	rss, err := env.BuilderPeakRSS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the bomb produced %d MiB of tar before the builder hung up; builder peak RSS so far %d MiB", produced>>20, rss>>20)
+	if rss > 150<<20 {
+		t.Errorf("builder peak RSS %d MiB", rss>>20)
+	}
 }
