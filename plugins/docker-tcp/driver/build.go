@@ -56,7 +56,8 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 	own := registryDomain(spec.GetImageRef())
 	auths = withJobToken(auths, own, spec.GetRegistryToken())
 	tags := []string{spec.GetImageRef() + ":latest"}
-	defer func() { d.untag(ctx, c, spec.GetJobId(), tags) }()
+	var keep string // a built image: kept for the layer cache, by its id only
+	defer func() { d.untag(ctx, c, spec.GetJobId(), keep, tags) }()
 
 	start := time.Now()
 	var imageID string
@@ -70,6 +71,7 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 		var fresh []string
 		imageID, fresh, err = d.build(ctx, c, spec, own, auths, buildContext, logs)
 		tags = append(tags, fresh...)
+		keep = imageID
 	}
 	if err != nil {
 		log.Info("build failed", "error", err, "elapsed", time.Since(start))

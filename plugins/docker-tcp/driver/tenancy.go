@@ -15,11 +15,13 @@ package driver
 //     could not be reached at all (the offline case), never after the
 //     registry answered, and never for those registries.
 //   - After the push (or a failure), the job's tags are removed: the built
-//     image_ref:latest, the pulled pull_image, and the base images it pulled
-//     fresh.
+//     image_ref:latest (and its digest reference), the pulled pull_image, and
+//     the base images it pulled fresh. A built image stays, for the layer
+//     cache (the classic builder's last step is the image itself), under a
+//     name made of its own id (obb-cache/<id>): whoever can name it has it.
 //
 // What the host still shares between jobs is the layer cache: the classic
-// builder's untagged intermediate images and BuildKit's cache records. A
+// builder's intermediate images and BuildKit's cache records. A
 // cache hit needs the same parent image (by content id) and the same
 // instruction (and, for COPY/ADD, the same file checksums); a job that
 // cannot name or pull the parent (its tags are gone, and its registry
@@ -207,13 +209,25 @@ func pullFresh(images []string, unresolved bool, ownRegistry string, auths regis
 	return true, images
 }
 
+// cacheName is the name a built image is kept under for the layer cache:
+// its own content id, which nobody can know without having the image.
+func cacheName(imageID string) string {
+	return "obb-cache/" + strings.TrimPrefix(imageID, "sha256:") + ":latest"
+}
+
 // untag removes a job's tags from the host, in a context of its own (the
-// job's may be cancelled). A tag another job holds too is removed anyway:
-// that job pulls or tags again; the image itself stays while a tag or a
-// child uses it (PruneChildren off keeps the layer cache).
-func (d *Driver) untag(ctx context.Context, c *client.Client, jobID string, refs []string) {
+// job's may be cancelled), keeping the image built (if any) under its
+// cacheName. A tag another job holds too is removed anyway: that job pulls
+// or tags again; an image stays while a tag or a child uses it
+// (PruneChildren off keeps the layer cache).
+func (d *Driver) untag(ctx context.Context, c *client.Client, jobID, built string, refs []string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), untagTimeout)
 	defer cancel()
+	if built != "" {
+		if err := c.ImageTag(ctx, built, cacheName(built)); err != nil && !cerrdefs.IsNotFound(err) {
+			d.logger.Warn("keep a built image for the layer cache", "job", jobID, "image", built, "error", err)
+		}
+	}
 	for _, ref := range refs {
 		_, err := c.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: false})
 		if err != nil && !cerrdefs.IsNotFound(err) {

@@ -40,6 +40,9 @@ func testTenancy(t *testing.T, exec sdk.Executor, env Env) {
 	if !hasLine(rec, "Using cache") && !hasLine(rec, "CACHED") {
 		t.Errorf("job B, identical to A, got no cache hit; logs:\n%s", rec)
 	}
+	if hasLine(rec, "tenant-a") { // the last step too: its image stays, by id
+		t.Errorf("job B ran A's last step again: the built image went with its tag; logs:\n%s", rec)
+	}
 	checkNoTag(t, env, b.GetImageRef()+":latest")
 
 	// A's image on the host under its name.

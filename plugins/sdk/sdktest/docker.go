@@ -36,6 +36,7 @@ func checkImage(t *testing.T, env Env, spec *pluginv1.BuildSpec, res *pluginv1.R
 	c := dockerClient(t, env)
 	checkNoTag(t, env, spec.GetImageRef()+":latest")
 	byDigest := spec.GetImageRef() + "@" + res.GetDigest()
+	checkNoTag(t, env, byDigest)
 	checkPull(t, env, spec, byDigest)
 	img, err := c.ImageInspect(ctx, byDigest)
 	if err != nil {
