@@ -71,9 +71,8 @@ func listServices(ctx context.Context, cc *grpc.ClientConn) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
-		return nil, err
-	}
+	// A refused stream may fail Send with io.EOF: its status comes with Recv.
+	_ = stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}})
 	resp, err := stream.Recv()
 	if err != nil {
 		return nil, err
