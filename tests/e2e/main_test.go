@@ -24,7 +24,9 @@ func TestMain(m *testing.M) {
 	s, err := harness.Start(ctx, harness.Options{ARM64: true,
 		// RUN steps on the amd64 host get host networking: they reach the
 		// builder's loopback (TestRunStepOnTheBuildersLoopbackGetsNothing).
-		Env:  []string{"OBB_BUILD_NETWORK=host", "OBB_MAX_BUILDS_PER_USER=2"},
+		// Two pushes per user (TestTooManyPushesOfOneUserAre429); an upload
+		// silent for 10 s is cut off (TestSilentUploadIsCutOff).
+		Env:  []string{"OBB_BUILD_NETWORK=host", "OBB_MAX_BUILDS_PER_USER=2", "OBB_UPLOAD_MIN_RATE=1", "OBB_UPLOAD_RATE_WINDOW=10s"},
 		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }})
 	cancel()
 	if err != nil {

@@ -315,10 +315,7 @@ func TestGzipBombStopsEarly(t *testing.T) {
 	if n := len(env.API.Releases()); n != before {
 		t.Errorf("%d releases created", n-before)
 	}
-	entries, err := os.ReadDir(env.DataDir + "/builds")
-	if err != nil || len(entries) != 0 {
-		t.Errorf("left in the data dir: %v %v", entries, err)
-	}
+	uploadsGone(t)
 	rss, err := env.BuilderPeakRSS()
 	if err != nil {
 		t.Fatal(err)
@@ -327,4 +324,43 @@ func TestGzipBombStopsEarly(t *testing.T) {
 	if rss > 150<<20 {
 		t.Errorf("builder peak RSS %d MiB", rss>>20)
 	}
+}
+
+// An upload that stops sending is cut off with 408 (OBB_UPLOAD_MIN_RATE=1
+// over OBB_UPLOAD_RATE_WINDOW=10s in this suite), and leaves nothing.
+func TestSilentUploadIsCutOff(t *testing.T) {
+	f := newFixture(t, "genericx86-64-ext")
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte{0x1f, 0x8b, 0x08, 0x00}) // a gzip header, then nothing
+	before := len(env.API.Releases())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := harness.PushBody(ctx, env.BuilderURL, pr, harness.PushOptions{Slug: f.fleet.Slug, Token: f.token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != http.StatusRequestTimeout || !strings.Contains(res.Body, "OBB_UPLOAD_MIN_RATE") {
+		t.Fatalf("silent upload: %d %q, want 408 naming OBB_UPLOAD_MIN_RATE", res.Status, res.Body)
+	}
+	if n := len(env.API.Releases()); n != before {
+		t.Errorf("%d releases created", n-before)
+	}
+	uploadsGone(t)
+}
+
+// uploadsGone waits (a little: ingest removes an upload once its stream
+// has ended, which may be just after the answer) for the data dir to hold
+// no upload.
+func uploadsGone(t *testing.T) {
+	t.Helper()
+	var entries []os.DirEntry
+	var err error
+	for range 100 {
+		if entries, err = os.ReadDir(env.DataDir + "/builds"); err == nil && len(entries) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("left in the data dir: %v %v", entries, err)
 }
