@@ -96,6 +96,8 @@ func operatorToken(cfg config.Config, logger *slog.Logger) (string, error) {
 // process is what one `obb serve` runs: gRPC servers, HTTP servers and
 // background loops, stopped together.
 type process struct {
+	// drain runs first when the process stops (ingest's Shutdown).
+	drain   func(grace time.Duration)
 	logger  *slog.Logger
 	auth    *rpc.Internal
 	wg      sync.WaitGroup
@@ -269,12 +271,17 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 	}
 
 	var failed error
+	grace := cfg.ShutdownGrace
 	select {
 	case <-ctx.Done():
 	case failed = <-p.errs:
 		logger.Error("service stopped", "error", failed)
+		grace = 0 // cancel the builds now: they cannot end well
 	}
-	logger.Info("shutting down")
+	logger.Info("shutting down", "grace", grace)
+	if p.drain != nil {
+		p.drain(grace)
+	}
 	p.stop()
 	p.wg.Wait()
 	return failed
@@ -328,6 +335,13 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, metrics htt
 	}, rel, sched, log)
 	if err != nil {
 		return err
+	}
+	p.drain = func(grace time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), grace+30*time.Second)
+		defer cancel()
+		if n, err := srv.Shutdown(ctx, grace); err != nil {
+			log.Error("builds still running at exit", "cancelled", n, "error", err)
+		}
 	}
 	if err := p.startGRPC("ingest", cfg.Listen.Ingest, func(s *grpc.Server) {
 		ingestv1.RegisterIngestServiceServer(s, srv)

@@ -52,6 +52,9 @@ type Config struct {
 	AdminToken string `yaml:"-"`
 	// TLS is the builder's own mTLS between its services.
 	TLS TLS `yaml:"tls"`
+	// ShutdownGrace is how long a stopping builder (SIGTERM) lets running
+	// builds finish before it cancels them (OBB_SHUTDOWN_GRACE).
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 }
 
 // TLS names the files of the services' mTLS (OBB_TLS_CA, OBB_TLS_CERT,
@@ -166,8 +169,9 @@ func Defaults() Config {
 			Release:   "127.0.0.1:9104",
 			Admin:     "127.0.0.1:9100",
 		},
-		DataDir:  "/var/lib/obb",
-		LogLevel: "info",
+		DataDir:       "/var/lib/obb",
+		LogLevel:      "info",
+		ShutdownGrace: time.Minute,
 		Limits: Limits{
 			MaxUploadBytes:    2 << 30,
 			MaxContextBytes:   4 << 30,
@@ -252,6 +256,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		{"OBB_BUILD_TIMEOUT", &c.Limits.BuildTimeout},
 		{"OBB_UPLOAD_TIMEOUT", &c.Limits.UploadTimeout},
 		{"OBB_UPLOAD_RATE_WINDOW", &c.Limits.UploadRateWindow},
+		{"OBB_SHUTDOWN_GRACE", &c.ShutdownGrace},
 	} {
 		if v := getenv(d.key); v != "" {
 			x, err := time.ParseDuration(v)

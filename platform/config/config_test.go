@@ -181,7 +181,7 @@ func TestLimitsFromTheEnvironment(t *testing.T) {
 	c, err := Load("", env(map[string]string{"BALENA_TLD": "x.io", "TOKEN_AUTH_BUILDER_TOKEN": "t", "DOCKER_HOST_AMD64": "unix:///x",
 		"OBB_MAX_CONTEXT_BYTES": "1000", "OBB_MAX_EXPANSION_RATIO": "50", "OBB_UPLOAD_TIMEOUT": "5m", "OBB_UPLOAD_MIN_RATE": "10",
 		"OBB_UPLOAD_RATE_WINDOW": "2s", "OBB_MAX_BUILDS": "7", "OBB_MAX_BUILDS_PER_USER": "1", "OBB_MAX_LOG_BYTES": "4096",
-		"OBB_MAX_LOG_LINE_BYTES": "100", "OBB_ADMIN_ADDR": "127.0.0.1:1", "OBB_ADMIN_TOKEN": "op"}))
+		"OBB_MAX_LOG_LINE_BYTES": "100", "OBB_ADMIN_ADDR": "127.0.0.1:1", "OBB_ADMIN_TOKEN": "op", "OBB_SHUTDOWN_GRACE": "90s"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +189,9 @@ func TestLimitsFromTheEnvironment(t *testing.T) {
 	if l.MaxContextBytes != 1000 || l.MaxExpansionRatio != 50 || l.UploadTimeout.Minutes() != 5 || l.UploadMinRate != 10 ||
 		l.UploadRateWindow.Seconds() != 2 || l.MaxBuilds != 7 || l.MaxBuildsPerUser != 1 || l.MaxLogBytes != 4096 || l.MaxLogLineBytes != 100 {
 		t.Errorf("limits = %+v", l)
+	}
+	if c.ShutdownGrace.Seconds() != 90 {
+		t.Errorf("shutdown grace %v", c.ShutdownGrace)
 	}
 	if c.Listen.Admin != "127.0.0.1:1" || c.AdminToken != "op" {
 		t.Errorf("admin = %q %q", c.Listen.Admin, c.AdminToken)

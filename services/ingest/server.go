@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -80,6 +81,10 @@ type Server struct {
 	running sync.WaitGroup
 	access  *accessCache
 	slots   *slots
+	// draining: Shutdown was called; no new pushes. starting is held
+	// (read) by the pushes that are creating their release and build.
+	draining atomic.Bool
+	starting sync.RWMutex
 }
 
 // New returns an ingest server.
@@ -125,6 +130,9 @@ func (s *Server) Build(stream grpc.BidiStreamingServer[ingestv1.BuildRequest, in
 	spec := first.GetSpec()
 	if spec == nil || spec.GetSlug() == "" {
 		return status.Error(codes.InvalidArgument, "the build spec needs a fleet slug (slug=org/fleet)")
+	}
+	if s.draining.Load() {
+		return errDraining
 	}
 	token, err := bearer(ctx)
 	if err != nil {
@@ -244,6 +252,13 @@ func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[in
 			}
 		}
 		req.Services = append(req.Services, si)
+	}
+	// A stopping builder starts no new build: Shutdown waits for the pushes
+	// between here and running.Add.
+	s.starting.RLock()
+	defer s.starting.RUnlock()
+	if s.draining.Load() {
+		return nil, errDraining
 	}
 	rel, err := s.release.CreateRelease(ctx, req)
 	if err != nil {

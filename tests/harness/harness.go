@@ -246,6 +246,8 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
 		"OBB_ADMIN_TOKEN=" + AdminToken,
 		"OBB_DATA_DIR=" + s.DataDir,
 		"OBB_LOG_LEVEL=debug",
+		// Stop (SIGINT) waits 15 s: builds still running by then are cancelled.
+		"OBB_SHUTDOWN_GRACE=5s",
 	}
 	if o.Split {
 		// Services in separate processes authenticate each other with mTLS.
@@ -333,6 +335,29 @@ func (s *Stack) waitReady(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("obb not ready after 30s:\n%s", s.BuilderLogTail(40))
+}
+
+// StopBuilder sends sig to the obb processes and waits up to timeout for
+// them to exit; it returns the first exit error (nil: they all exited 0).
+// Stop then has no builder to stop.
+func (s *Stack) StopBuilder(sig os.Signal, timeout time.Duration) error {
+	for _, b := range s.builders {
+		_ = b.Process.Signal(sig)
+	}
+	var first error
+	deadline := time.After(timeout)
+	for range s.builders {
+		select {
+		case err := <-s.exited:
+			if first == nil {
+				first = err
+			}
+		case <-deadline:
+			return fmt.Errorf("obb still running %s after %v", timeout, sig)
+		}
+	}
+	s.builders = nil
+	return first
 }
 
 // Admin calls the operator surface's REST API with the operator token.

@@ -1,0 +1,119 @@
+// Package shutdown stops a builder in the middle of builds, as systemd or
+// docker stop does (SIGTERM): pushes are refused with 503, a build that ends
+// within OBB_SHUTDOWN_GRACE ends well, the rest are cancelled, and the
+// process exits 0 with nothing left running.
+package shutdown
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/open-balena-builder/builder/tests/harness"
+)
+
+func project(t *testing.T, dockerfile string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/Dockerfile", []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func headless(t *testing.T, s *harness.Stack, slug, token, dockerfile string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := harness.Push(ctx, s.BuilderURL, project(t, dockerfile), harness.PushOptions{Slug: slug, Token: token, Headless: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply struct {
+		Started   bool  `json:"started"`
+		ReleaseID int64 `json:"releaseId"`
+	}
+	if err := json.Unmarshal([]byte(res.Body), &reply); err != nil || !reply.Started {
+		t.Fatalf("headless push: %d %q (%v)", res.Status, res.Body, err)
+	}
+	return reply.ReleaseID
+}
+
+// running lists the host's running containers whose command has marker.
+func running(t *testing.T, s *harness.Stack, marker string) int {
+	t.Helper()
+	var list []struct{ Command string }
+	if err := s.AMD64.Engine().JSON(context.Background(), http.MethodGet, "/containers/json", nil, nil, &list); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range list {
+		if strings.Contains(c.Command, marker) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestSIGTERMFinishesWhatItCanAndCancelsTheRest(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s, err := harness.Start(ctx, harness.Options{Env: []string{"OBB_SHUTDOWN_GRACE=10s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	token := s.API.AddUser("ops")
+	fleet := s.API.AddFleet("ops", "stopping", "genericx86-64-ext")
+
+	long := headless(t, s, fleet.Slug, token, "FROM busybox\nRUN echo long && sleep 300\n")
+	for i := 0; running(t, s, "sleep 300") == 0; i++ {
+		if i == 600 {
+			t.Fatal("the long build never started its RUN step")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	quick := headless(t, s, fleet.Slug, token, "FROM busybox\nRUN sleep 2\n")
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.StopBuilder(syscall.SIGTERM, 2*time.Minute) }()
+	time.Sleep(500 * time.Millisecond) // the signal has arrived; the grace is 10 s
+	res, err := harness.Push(ctx, s.BuilderURL, project(t, "FROM busybox\n"), harness.PushOptions{Slug: fleet.Slug, Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != http.StatusServiceUnavailable || !strings.Contains(res.Body, "shutting down") {
+		t.Errorf("a push while stopping: %d %q, want 503", res.Status, res.Body)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("obb did not exit 0: %v\n%s", err, s.BuilderLogTail(40))
+	}
+
+	for id, want := range map[int64]string{quick: "success", long: "cancelled"} {
+		r, ok := s.API.Release(id)
+		if !ok || r.Status != want {
+			t.Errorf("release %d is %q, want %s", id, r.Status, want)
+		}
+	}
+	if n := running(t, s, "sleep 300"); n != 0 {
+		t.Errorf("%d build containers still run", n)
+	}
+	entries, err := os.ReadDir(s.DataDir + "/builds")
+	if err != nil || len(entries) != 0 {
+		t.Errorf("left in the data dir: %v %v", entries, err)
+	}
+	for _, ri := range s.API.ReleaseImages() {
+		if ri.Release != long {
+			continue
+		}
+		img, _ := s.API.Image(ri.Image)
+		if img.Status != "cancelled" || !strings.Contains(img.BuildLog+img.ErrorMessage, "the builder is shutting down") {
+			t.Errorf("the long build's image: %s, log %q, error %q; want cancelled, saying why", img.Status, img.BuildLog, img.ErrorMessage)
+		}
+	}
+}
