@@ -313,10 +313,13 @@ func startExecutor(ctx context.Context, p *process, cfg config.Config, peers *cl
 				"host", h.Name, "endpoint", h.Endpoint)
 		}
 	}
+	// Heartbeats go on while running builds finish after a SIGTERM.
+	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	p.cleanup = append(p.cleanup, stop)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		srv.Register(ctx, sched, 10*time.Second)
+		srv.Register(hctx, sched, 10*time.Second)
 	}()
 	return nil
 }
