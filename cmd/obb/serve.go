@@ -31,6 +31,7 @@ import (
 	"github.com/open-balena-builder/builder/services/ingest"
 	"github.com/open-balena-builder/builder/services/ingest/admin"
 	"github.com/open-balena-builder/builder/services/ingest/gateway"
+	"github.com/open-balena-builder/builder/services/ingest/inflight"
 	"github.com/open-balena-builder/builder/services/ingest/upload"
 	"github.com/open-balena-builder/builder/services/release"
 	"github.com/open-balena-builder/builder/services/release/openbalena"
@@ -330,7 +331,13 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, metrics htt
 	if err != nil {
 		return err
 	}
+	store, err := inflight.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "obb.db"))
+	if err != nil {
+		return err
+	}
+	p.cleanup = append(p.cleanup, func() { store.Close() })
 	srv, err := ingest.New(ingest.Config{
+		InFlight: store,
 		DataDir: cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second, Meter: meter,
 		Limits: upload.Limits{MaxCompressedBytes: cfg.Limits.MaxUploadBytes, MaxUncompressedBytes: cfg.Limits.MaxContextBytes,
 			MaxEntries: cfg.Limits.MaxEntries, MaxExpansionRatio: cfg.Limits.MaxExpansionRatio},
@@ -352,6 +359,20 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, metrics htt
 	}); err != nil {
 		return err
 	}
+	// What a killed builder left: its uploads now, its releases as soon as
+	// the release service answers.
+	if err := srv.CleanDataDir(ctx); err != nil {
+		log.Warn("cannot clean the data dir", "error", err)
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if n, err := srv.Recover(ctx); err != nil {
+			log.Error("cannot settle the builds the last run left: the next start tries again", "settled", n, "error", err)
+		} else if n > 0 {
+			log.Warn("settled the builds the last run left", "builds", n)
+		}
+	}()
 	// The public port: /v3/build and a user's own builds.
 	public, err := gateway.NewMux(ctx, gateway.BuildHandler(ing, gateway.UploadLimits{Timeout: cfg.Limits.UploadTimeout, MinRate: cfg.Limits.UploadMinRate, RateWindow: cfg.Limits.UploadRateWindow}, p.logger.With("service", "gateway")),
 		func(ctx context.Context, m *runtime.ServeMux) error {

@@ -29,6 +29,7 @@ func (s *Server) run(b *build, spec *ingestv1.BuildSpec) {
 		if err := removeAll(b.dir); err != nil {
 			s.log.Warn("cannot remove a build's upload", "build", b.id, "error", err)
 		}
+		s.forgetInFlight(b.id)
 		s.builds.Finish(b.id)
 	}()
 	b.info("Starting build for %s, user %s", b.fleet.GetAppName(), b.user)

@@ -30,6 +30,7 @@ import (
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
 	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
+	"github.com/open-balena-builder/builder/services/ingest/inflight"
 	"github.com/open-balena-builder/builder/services/ingest/project"
 	"github.com/open-balena-builder/builder/services/ingest/upload"
 )
@@ -51,6 +52,9 @@ type Config struct {
 	Meter metric.Meter
 	// LogLimits bound a build's log kept for watchers.
 	LogLimits hub.Limits
+	// InFlight keeps the running builds on disk, so that a restarted
+	// builder settles what a killed one left (nil: not kept).
+	InFlight inflight.Store
 	// OperatorToken lets its bearer see and cancel every build (the admin
 	// listener forwards it); empty: nobody is an operator here.
 	OperatorToken string
@@ -284,6 +288,11 @@ func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[in
 	if !s.builds.Add(b.id, b) {
 		s.abandon(b, "a build with this release id exists already")
 		return nil, status.Errorf(codes.AlreadyExists, "build %s exists already", b.id)
+	}
+	if err := s.recordInFlight(ctx, b); err != nil {
+		s.builds.Finish(b.id)
+		s.abandon(b, "the builder could not record the build on its disk")
+		return nil, status.Errorf(codes.Internal, "the builder could not record the build: %v", err)
 	}
 	s.running.Add(1)
 	go func() {

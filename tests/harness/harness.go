@@ -71,6 +71,7 @@ type Stack struct {
 
 	apiSrv   *http.Server
 	builders []*exec.Cmd // the obb processes; the last one serves HTTP
+	start    func() error // starts them
 	exited   chan error
 	logFile  *os.File
 	logf     func(string, ...any)
@@ -290,18 +291,36 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
 	if o.Split {
 		services = []string{"release", "scheduler", "executor", "ingest"}
 	}
-	for _, svc := range services {
-		cmd := exec.Command(filepath.Join(s.Root, "bin", "obb"), append(args, svc)...)
-		cmd.Env = env
-		cmd.Stderr, cmd.Stdout = lf, lf
-		if o.BuilderLog != nil {
-			cmd.Stderr = o.BuilderLog
+	s.start = func() error {
+		for _, svc := range services {
+			cmd := exec.Command(filepath.Join(s.Root, "bin", "obb"), append(args, svc)...)
+			cmd.Env = env
+			cmd.Stderr, cmd.Stdout = lf, lf
+			if o.BuilderLog != nil {
+				cmd.Stderr = o.BuilderLog
+			}
+			if err := cmd.Start(); err != nil {
+				return err
+			}
+			s.builders = append(s.builders, cmd)
+			go func() { s.exited <- cmd.Wait() }()
 		}
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		s.builders = append(s.builders, cmd)
-		go func() { s.exited <- cmd.Wait() }()
+		return nil
+	}
+	if err := s.start(); err != nil {
+		return err
+	}
+	return s.waitReady(ctx)
+}
+
+// RestartBuilder starts the obb processes again, as they were started,
+// after StopBuilder, and waits until they serve.
+func (s *Stack) RestartBuilder(ctx context.Context) error {
+	if len(s.builders) > 0 {
+		return errors.New("the builder still runs: StopBuilder first")
+	}
+	if err := s.start(); err != nil {
+		return err
 	}
 	return s.waitReady(ctx)
 }

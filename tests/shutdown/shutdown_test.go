@@ -117,3 +117,70 @@ func TestSIGTERMFinishesWhatItCanAndCancelsTheRest(t *testing.T) {
 		}
 	}
 }
+
+// kill -9 in the middle of a build, then a restart: the release is
+// settled failed ("the builder restarted during this build") within
+// seconds, no build container runs on, the data dir is clean.
+func TestKilledBuilderIsSettledAtRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s, err := harness.Start(ctx, harness.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	token := s.API.AddUser("ops")
+	fleet := s.API.AddFleet("ops", "killed", "genericx86-64-ext")
+
+	id := headless(t, s, fleet.Slug, token, "FROM busybox\nRUN echo killed && sleep 301\n")
+	for i := 0; running(t, s, "sleep 301") == 0; i++ {
+		if i == 600 {
+			t.Fatal("the build never started its RUN step")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := s.StopBuilder(syscall.SIGKILL, time.Minute); err == nil {
+		t.Fatal("obb exited 0 after SIGKILL?")
+	}
+	if r, _ := s.API.Release(id); r.Status != "running" {
+		t.Fatalf("before the restart the release is %q", r.Status)
+	}
+	restart := time.Now()
+	if err := s.RestartBuilder(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var status string
+	for i := 0; i < 100; i++ { // settled within 10 s
+		r, _ := s.API.Release(id)
+		if status = r.Status; status != "running" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if status != "failed" {
+		t.Fatalf("10 s after the restart the release is %q, want failed", status)
+	}
+	t.Logf("settled %s after the restart began", time.Since(restart).Round(time.Millisecond))
+	for _, ri := range s.API.ReleaseImages() {
+		if ri.Release == id {
+			if img, _ := s.API.Image(ri.Image); img.Status != "failed" || !strings.Contains(img.ErrorMessage, "the builder restarted during this build") {
+				t.Errorf("image %d: %s %q", img.ID, img.Status, img.ErrorMessage)
+			}
+		}
+	}
+	for i := 0; running(t, s, "sleep 301") > 0; i++ {
+		if i == 300 { // the daemon ends a build whose client went away
+			t.Fatal("the killed build's container still runs")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	entries, err := os.ReadDir(s.DataDir + "/builds")
+	if err != nil || len(entries) != 0 {
+		t.Errorf("left in the data dir: %v %v", entries, err)
+	}
+	// The builder works on.
+	res, err := harness.Push(ctx, s.BuilderURL, project(t, "FROM busybox\n"), harness.PushOptions{Slug: fleet.Slug, Token: token})
+	if err != nil || res.IsError {
+		t.Fatalf("a push after the restart: %v %s", err, res.Text())
+	}
+}
