@@ -70,7 +70,7 @@ type Stack struct {
 	TLS certs.Files
 
 	apiSrv   *http.Server
-	builders []*exec.Cmd // the obb processes; the last one serves HTTP
+	builders []*exec.Cmd  // the obb processes; the last one serves HTTP
 	start    func() error // starts them
 	exited   chan error
 	logFile  *os.File
