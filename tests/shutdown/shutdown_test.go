@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,11 +140,20 @@ func TestKilledBuilderIsSettledAtRestart(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if len(plugins(t, s)) == 0 {
+		t.Fatal("no plugin process seen while building (the check below would prove nothing)")
+	}
 	if err := s.StopBuilder(syscall.SIGKILL, time.Minute); err == nil {
 		t.Fatal("obb exited 0 after SIGKILL?")
 	}
 	if r, _ := s.API.Release(id); r.Status != "running" {
 		t.Fatalf("before the restart the release is %q", r.Status)
+	}
+	for i := 0; len(plugins(t, s)) > 0; i++ {
+		if i == 100 {
+			t.Fatalf("the killed builder's plugin processes live on: %v", plugins(t, s))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	restart := time.Now()
 	if err := s.RestartBuilder(ctx); err != nil {
@@ -183,4 +193,19 @@ func TestKilledBuilderIsSettledAtRestart(t *testing.T) {
 	if err != nil || res.IsError {
 		t.Fatalf("a push after the restart: %v %s", err, res.Text())
 	}
+}
+
+// plugins lists the running executor plugin processes of this stack (by
+// their binary under the stack's root).
+func plugins(t *testing.T, s *harness.Stack) []string {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
+	var out []string
+	for _, p := range procs {
+		exe, err := os.Readlink(p)
+		if err == nil && strings.HasPrefix(exe, s.Root) && strings.Contains(exe, "obb-plugin-") {
+			out = append(out, p+" → "+exe)
+		}
+	}
+	return out
 }
