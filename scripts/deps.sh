@@ -36,7 +36,7 @@ apt_update() {
 }
 
 # 1. Debian packages.
-PKGS=(docker.io docker-registry qemu-user-static busybox-static binfmt-support)
+PKGS=(docker.io docker-registry qemu-user-static busybox-static binfmt-support postgresql)
 missing=()
 for p in "${PKGS[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

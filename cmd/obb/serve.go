@@ -331,13 +331,19 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, metrics htt
 	if err != nil {
 		return err
 	}
-	store, err := inflight.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "obb.db"))
+	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	p.cleanup = append(p.cleanup, func() { store.Close() })
+	instance := cfg.Instance
+	if instance == "" {
+		if instance, err = admin.TokenFile(filepath.Join(cfg.DataDir, "instance-id")); err != nil {
+			return fmt.Errorf("instance id: %w", err)
+		}
+	}
 	srv, err := ingest.New(ingest.Config{
-		InFlight: store,
+		InFlight: store, Instance: instance,
 		DataDir:  cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second, Meter: meter,
 		Limits: upload.Limits{MaxCompressedBytes: cfg.Limits.MaxUploadBytes, MaxUncompressedBytes: cfg.Limits.MaxContextBytes,
 			MaxEntries: cfg.Limits.MaxEntries, MaxExpansionRatio: cfg.Limits.MaxExpansionRatio},
@@ -394,6 +400,15 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, metrics htt
 	}
 	p.cleanup = append(p.cleanup, ops.Stop)
 	return p.startHTTP("admin", cfg.Listen.Admin, otelhttp.NewHandler(ops, "admin"), true)
+}
+
+// openStore opens PostgreSQL when OBB_DATABASE_URL says so, else SQLite
+// in the data dir.
+func openStore(ctx context.Context, cfg config.Config) (inflight.Store, error) {
+	if cfg.DatabaseURL != "" {
+		return inflight.OpenPostgres(ctx, cfg.DatabaseURL)
+	}
+	return inflight.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "obb.db"))
 }
 
 func logLimits(cfg config.Config) hub.Limits {

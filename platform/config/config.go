@@ -52,6 +52,12 @@ type Config struct {
 	AdminToken string `yaml:"-"`
 	// TLS is the builder's own mTLS between its services.
 	TLS TLS `yaml:"tls"`
+	// DatabaseURL is OBB_DATABASE_URL: PostgreSQL for the builds in flight
+	// (several builders may share it); empty: SQLite in the data dir.
+	DatabaseURL string `yaml:"-"`
+	// Instance is OBB_INSTANCE_ID, this builder's name in the database;
+	// empty: one made at first start, kept in <data dir>/instance-id.
+	Instance string `yaml:"instance_id"`
 	// ShutdownGrace is how long a stopping builder (SIGTERM) lets running
 	// builds finish before it cancels them (OBB_SHUTDOWN_GRACE).
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
@@ -238,6 +244,8 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	set(&c.Listen.Metrics, "OBB_METRICS_ADDR")
 	set(&c.Listen.Admin, "OBB_ADMIN_ADDR")
 	set(&c.AdminToken, "OBB_ADMIN_TOKEN")
+	set(&c.DatabaseURL, "OBB_DATABASE_URL")
+	set(&c.Instance, "OBB_INSTANCE_ID")
 	set(&c.TLS.CA, "OBB_TLS_CA")
 	set(&c.TLS.Cert, "OBB_TLS_CERT")
 	set(&c.TLS.Key, "OBB_TLS_KEY")

@@ -23,7 +23,7 @@ func (s *Server) recordInFlight(ctx context.Context, b *build) error {
 	if s.cfg.InFlight == nil {
 		return nil
 	}
-	r := inflight.Record{BuildID: b.id, ReleaseID: b.releaseID, UserToken: b.userToken(), Dir: b.dir, Started: b.created}
+	r := inflight.Record{Owner: s.cfg.Instance, BuildID: b.id, ReleaseID: b.releaseID, UserToken: b.userToken(), Dir: b.dir, Started: b.created}
 	for _, img := range b.images {
 		r.ImageIDs = append(r.ImageIDs, img.GetImageId())
 	}
@@ -48,7 +48,7 @@ func (s *Server) forgetInFlight(id string) {
 func (s *Server) CleanDataDir(ctx context.Context) error {
 	keep := map[string]bool{}
 	if s.cfg.InFlight != nil {
-		records, err := s.cfg.InFlight.InFlight(ctx)
+		records, err := s.cfg.InFlight.InFlight(ctx, s.cfg.Instance)
 		if err != nil {
 			return err
 		}
@@ -72,7 +72,7 @@ func (s *Server) Recover(ctx context.Context) (int, error) {
 	if s.cfg.InFlight == nil {
 		return 0, nil
 	}
-	records, err := s.cfg.InFlight.InFlight(ctx)
+	records, err := s.cfg.InFlight.InFlight(ctx, s.cfg.Instance)
 	if err != nil {
 		return 0, err
 	}

@@ -55,6 +55,9 @@ type Config struct {
 	// InFlight keeps the running builds on disk, so that a restarted
 	// builder settles what a killed one left (nil: not kept).
 	InFlight inflight.Store
+	// Instance names this builder in InFlight (several may share one
+	// database); it must stay the same across restarts.
+	Instance string
 	// OperatorToken lets its bearer see and cancel every build (the admin
 	// listener forwards it); empty: nobody is an operator here.
 	OperatorToken string

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/open-balena-builder/builder/tests/harness"
+	"github.com/open-balena-builder/builder/tests/stack"
 )
 
 func project(t *testing.T, dockerfile string) string {
@@ -122,10 +123,30 @@ func TestSIGTERMFinishesWhatItCanAndCancelsTheRest(t *testing.T) {
 // kill -9 in the middle of a build, then a restart: the release is
 // settled failed ("the builder restarted during this build") within
 // seconds, no build container runs on, the data dir is clean.
+// With the in-flight store in SQLite (the default) and in PostgreSQL
+// (OBB_DATABASE_URL).
 func TestKilledBuilderIsSettledAtRestart(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { testKilledBuilder(t, nil) })
+	t.Run("postgres", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		pg, err := stack.StartPostgres(ctx, t.Logf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pg.Stop()
+		testKilledBuilder(t, []string{"OBB_DATABASE_URL=" + pg.URL()})
+		// The builder kept its builds there (nothing else opened it).
+		if out, err := pg.SQL(ctx, "SELECT count(*) FROM obb_schema_migrations"); err != nil || out != "1" {
+			t.Errorf("the builder did not migrate PostgreSQL: %q %v", out, err)
+		}
+	})
+}
+
+func testKilledBuilder(t *testing.T, env []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	s, err := harness.Start(ctx, harness.Options{})
+	s, err := harness.Start(ctx, harness.Options{Env: env})
 	if err != nil {
 		t.Fatal(err)
 	}

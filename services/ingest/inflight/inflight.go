@@ -17,6 +17,10 @@ import (
 
 // Record is one build in flight.
 type Record struct {
+	// Owner is the builder instance running it: a restarted builder
+	// settles its own builds, not those other builders sharing the
+	// database run.
+	Owner     string
 	BuildID   string
 	ReleaseID int64
 	ImageIDs  []int64
@@ -33,7 +37,7 @@ type Store interface {
 	// End forgets a build (ended, or settled after a restart). Ending an
 	// unknown build is not an error.
 	End(ctx context.Context, buildID string) error
-	// InFlight lists the builds recorded and not ended, oldest first.
-	InFlight(ctx context.Context) ([]Record, error)
+	// InFlight lists owner's builds recorded and not ended, oldest first.
+	InFlight(ctx context.Context, owner string) ([]Record, error)
 	Close() error
 }

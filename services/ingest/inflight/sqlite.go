@@ -3,11 +3,9 @@ package inflight
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	_ "modernc.org/sqlite" // pure Go, no cgo
 )
@@ -17,6 +15,7 @@ import (
 var migrations = []string{
 	`CREATE TABLE builds_in_flight (
 		build_id   TEXT PRIMARY KEY,
+		owner      TEXT NOT NULL,
 		release_id INTEGER NOT NULL,
 		image_ids  TEXT NOT NULL,
 		user_token TEXT NOT NULL,
@@ -26,7 +25,7 @@ var migrations = []string{
 }
 
 // SQLite is a Store in one SQLite file (WAL).
-type SQLite struct{ db *sql.DB }
+type SQLite struct{ sqlStore }
 
 // OpenSQLite opens (creating it 0600 if needed) the database at path and
 // applies the migrations it lacks.
@@ -44,7 +43,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, fmt.Errorf("in-flight store %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1) // one writer; the writes are tiny
-	s := &SQLite{db: db}
+	s := &SQLite{sqlStore{db: db}}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("in-flight store %s: %w", path, err)
@@ -79,52 +78,3 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	}
 	return nil
 }
-
-// Begin implements Store.
-func (s *SQLite) Begin(ctx context.Context, r Record) error {
-	ids, err := json.Marshal(r.ImageIDs)
-	if err != nil {
-		return err
-	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO builds_in_flight (build_id, release_id, image_ids, user_token, dir, started)
-		VALUES (?, ?, ?, ?, ?, ?)`, r.BuildID, r.ReleaseID, string(ids), r.UserToken, r.Dir, r.Started.UnixNano())
-	if err != nil {
-		return fmt.Errorf("in-flight store: record build %s: %w", r.BuildID, err)
-	}
-	return nil
-}
-
-// End implements Store.
-func (s *SQLite) End(ctx context.Context, buildID string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM builds_in_flight WHERE build_id = ?`, buildID); err != nil {
-		return fmt.Errorf("in-flight store: forget build %s: %w", buildID, err)
-	}
-	return nil
-}
-
-// InFlight implements Store.
-func (s *SQLite) InFlight(ctx context.Context) ([]Record, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT build_id, release_id, image_ids, user_token, dir, started FROM builds_in_flight ORDER BY started`)
-	if err != nil {
-		return nil, fmt.Errorf("in-flight store: %w", err)
-	}
-	defer rows.Close()
-	var out []Record
-	for rows.Next() {
-		var r Record
-		var ids string
-		var started int64
-		if err := rows.Scan(&r.BuildID, &r.ReleaseID, &ids, &r.UserToken, &r.Dir, &started); err != nil {
-			return nil, fmt.Errorf("in-flight store: %w", err)
-		}
-		if err := json.Unmarshal([]byte(ids), &r.ImageIDs); err != nil {
-			return nil, fmt.Errorf("in-flight store: build %s: image ids: %w", r.BuildID, err)
-		}
-		r.Started = time.Unix(0, started)
-		out = append(out, r)
-	}
-	return out, rows.Err()
-}
-
-// Close implements Store.
-func (s *SQLite) Close() error { return s.db.Close() }
