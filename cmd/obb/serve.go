@@ -344,7 +344,7 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, metrics htt
 	}
 	srv, err := ingest.New(ingest.Config{
 		InFlight: store, Instance: instance,
-		DataDir:  cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second, Meter: meter,
+		DataDir: cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second, Meter: meter,
 		Limits: upload.Limits{MaxCompressedBytes: cfg.Limits.MaxUploadBytes, MaxUncompressedBytes: cfg.Limits.MaxContextBytes,
 			MaxEntries: cfg.Limits.MaxEntries, MaxExpansionRatio: cfg.Limits.MaxExpansionRatio},
 		LogLimits: logLimits(cfg), OperatorToken: token, MaxBuilds: cfg.Limits.MaxBuilds, MaxBuildsPerUser: cfg.Limits.MaxBuildsPerUser,
