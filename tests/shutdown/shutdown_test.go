@@ -62,6 +62,18 @@ func running(t *testing.T, s *harness.Stack, marker string) int {
 	return n
 }
 
+// waitRunning waits (up to a minute) for a build container whose command
+// has marker.
+func waitRunning(t *testing.T, s *harness.Stack, marker string) {
+	t.Helper()
+	for i := 0; running(t, s, marker) == 0; i++ {
+		if i == 600 {
+			t.Fatalf("no build container runs %q", marker)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func TestSIGTERMFinishesWhatItCanAndCancelsTheRest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -74,12 +86,7 @@ func TestSIGTERMFinishesWhatItCanAndCancelsTheRest(t *testing.T) {
 	fleet := s.API.AddFleet("ops", "stopping", "genericx86-64-ext")
 
 	long := headless(t, s, fleet.Slug, token, "FROM busybox\nRUN echo long && sleep 300\n")
-	for i := 0; running(t, s, "sleep 300") == 0; i++ {
-		if i == 600 {
-			t.Fatal("the long build never started its RUN step")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitRunning(t, s, "sleep 300")
 	quick := headless(t, s, fleet.Slug, token, "FROM busybox\nRUN sleep 2\n")
 
 	stopped := make(chan error, 1)
@@ -155,12 +162,7 @@ func testKilledBuilder(t *testing.T, env []string) {
 	fleet := s.API.AddFleet("ops", "killed", "genericx86-64-ext")
 
 	id := headless(t, s, fleet.Slug, token, "FROM busybox\nRUN echo killed && sleep 301\n")
-	for i := 0; running(t, s, "sleep 301") == 0; i++ {
-		if i == 600 {
-			t.Fatal("the build never started its RUN step")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitRunning(t, s, "sleep 301")
 	if len(plugins(t, s)) == 0 {
 		t.Fatal("no plugin process seen while building (the check below would prove nothing)")
 	}

@@ -39,11 +39,6 @@ func (f *fakeIngest) Build(stream grpc.BidiStreamingServer[ingestv1.BuildRequest
 		return err
 	}
 	var got bytes.Buffer
-	defer func() {
-		f.mu.Lock()
-		f.uploads = append(f.uploads, got.Bytes())
-		f.mu.Unlock()
-	}()
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
@@ -54,16 +49,18 @@ func (f *fakeIngest) Build(stream grpc.BidiStreamingServer[ingestv1.BuildRequest
 		}
 		got.Write(msg.GetChunk())
 	}
+	// Recorded before the answer: the client sees it once it has the answer.
 	f.mu.Lock()
+	f.uploads = append(f.uploads, got.Bytes())
 	f.complete++
 	f.mu.Unlock()
 	return stream.Send(&ingestv1.BuildResponse{Msg: &ingestv1.BuildResponse_Started{Started: &ingestv1.Started{ReleaseId: 7}}})
 }
 
-func (f *fakeIngest) completed() int {
+func (f *fakeIngest) completed() (int, [][]byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.complete
+	return f.complete, append([][]byte(nil), f.uploads...)
 }
 
 // gatewayRig serves BuildHandler with lim in front of a fake ingest.
@@ -156,16 +153,17 @@ func TestUploadPaceAndEncoding(t *testing.T) {
 			if resp.StatusCode != tt.code || !strings.Contains(string(body), tt.msg) {
 				t.Fatalf("%d %s, want %d %q", resp.StatusCode, body, tt.code, tt.msg)
 			}
-			if got := fake.completed(); (got == 1) != tt.complete {
-				t.Errorf("uploads read to their end: %d", got)
+			n, uploads := fake.completed()
+			if (n == 1) != tt.complete {
+				t.Errorf("uploads read to their end: %d", n)
 			}
 			if tt.complete {
 				want := plain
 				if tt.encoding == "gzip" {
 					want = gzipped(t, plain)
 				}
-				if len(fake.uploads) != 1 || !bytes.Equal(fake.uploads[0], want) {
-					t.Errorf("ingest got %d uploads, not the body", len(fake.uploads))
+				if len(uploads) != 1 || !bytes.Equal(uploads[0], want) {
+					t.Errorf("ingest got %d uploads, not the body", len(uploads))
 				}
 			}
 		})
