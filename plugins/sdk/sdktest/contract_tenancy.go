@@ -277,3 +277,55 @@ func untagRef(t *testing.T, env Env, ref string) {
 	defer cancel()
 	_, _ = dockerClient(t, env).ImageRemove(ctx, ref, image.RemoveOptions{})
 }
+
+// testBuildKitTenancy covers what BuildKit shares beyond its layer cache:
+// cache mounts (RUN --mount=type=cache), which every build on a daemon
+// shares by id unless namespaced, must be each build's own; and a custom
+// frontend (# syntax=, BUILDKIT_SYNTAX), which could build anything the
+// plugin never sees, must be refused.
+func testBuildKitTenancy(t *testing.T, exec sdk.Executor, env Env) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*buildTimeout)
+	defer cancel()
+	t.Run("cache mounts are the build's own", func(t *testing.T) {
+		secret := "cached-" + randomHex(t, 8)
+		a := newSpec(t, env, nil)
+		rec := &LogRecorder{}
+		df := fmt.Sprintf("FROM %s\nRUN --mount=type=cache,target=/root/.cache s=tenant; echo \"$s-%s\" > /root/.cache/a.txt\n", env.BaseImage, secret)
+		if _, err := exec.Build(ctx, a, bytes.NewReader(ContextTar(t, map[string]string{"Dockerfile": df})), rec.Sink()); err != nil {
+			t.Fatalf("job A: %v\nlogs:\n%s", err, rec)
+		}
+		for _, args := range []map[string]string{nil, {"BUILDKIT_CACHE_MOUNT_NS": ""}} {
+			b := newSpec(t, env, args)
+			rec = &LogRecorder{}
+			df = fmt.Sprintf("FROM %s\nRUN --mount=type=cache,target=/root/.cache cat /root/.cache/a.txt || echo nothing-cached\n", env.BaseImage)
+			if _, err := exec.Build(ctx, b, bytes.NewReader(ContextTar(t, map[string]string{"Dockerfile": df})), rec.Sink()); err != nil {
+				t.Fatalf("job B: %v\nlogs:\n%s", err, rec)
+			}
+			if hasLine(rec, "tenant-"+secret) || !hasLine(rec, "nothing-cached") {
+				t.Errorf("job B (build args %v) read job A's cache mount; logs:\n%s", args, rec)
+			}
+		}
+	})
+	for name, spec := range map[string]func(t *testing.T) (*pluginv1.BuildSpec, string){
+		"syntax directive": func(t *testing.T) (*pluginv1.BuildSpec, string) {
+			return newSpec(t, env, nil), "# syntax=" + env.ImageRef(t) + "\n"
+		},
+		"BUILDKIT_SYNTAX build arg": func(t *testing.T) (*pluginv1.BuildSpec, string) {
+			return newSpec(t, env, map[string]string{"BUILDKIT_SYNTAX": env.ImageRef(t)}), ""
+		},
+	} {
+		t.Run("a custom frontend is refused/"+name, func(t *testing.T) {
+			s, head := spec(t)
+			rec := &LogRecorder{}
+			df := head + fmt.Sprintf("FROM %s\nRUN s=front; echo \"$s-end-ran\"\n", env.BaseImage)
+			res, err := exec.Build(ctx, s, bytes.NewReader(ContextTar(t, map[string]string{"Dockerfile": df})), rec.Sink())
+			if err == nil || hasLine(rec, "front-end-ran") {
+				t.Fatalf("a build with a custom frontend ran (%v, %v); logs:\n%s", res, err, rec)
+			}
+			if !strings.Contains(err.Error(), "frontend") {
+				t.Errorf("Build error %q does not name the frontend", err)
+			}
+			checkNoTag(t, env, s.GetImageRef()+":latest")
+		})
+	}
+}
