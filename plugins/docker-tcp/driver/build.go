@@ -13,7 +13,6 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
@@ -123,33 +122,22 @@ func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.Bui
 		}
 	}
 	opts := buildOptions(spec, auths)
-	if err := d.checkPinned(ctx, c, spec, imgs.names, auths, logs); err != nil {
-		return "", err
-	}
-	if spec.GetHost().GetBuildkit() {
-		if f := frontend(dockerfile, spec.GetBuildArgs()); f != "" && !officialFrontend(f) {
-			msg := fmt.Sprintf("the build asks for the BuildKit frontend %s (# syntax= or BUILDKIT_SYNTAX): on a shared build host only docker/dockerfile frontends build", f)
-			_ = logs(&pluginv1.Log{Text: msg, Error: true})
-			return "", fmt.Errorf("job %s: %s: %w", spec.GetJobId(), msg, sdk.ErrInvalidArgument)
-		}
-		fresh, err := d.pullParent(ctx, c, spec, imgs, own, auths, logs)
-		if err != nil {
-			return "", err
-		}
-		opts.PullParent = fresh
-		// BuildKit pulls base images into its own store: it tags nothing.
-		d.hold(private...)
-		defer d.releaseAll(private)
-		return d.buildKit(ctx, c, spec, opts, auths, buildContext, logs)
-	}
-	out := &buildOutput{logs: logs}
-	var held []string
-	defer func() { d.dropBases(u, spec.GetImageRef()+":latest", held, out.pulled, before, own, auths) }()
-	fresh, err := d.pullBases(ctx, c, spec, imgs, own, auths, &held, logs)
+	fresh, err := d.pullParent(ctx, c, spec, imgs, own, auths, logs)
 	if err != nil {
 		return "", err
 	}
 	opts.PullParent = fresh
+	if err := d.checkPinned(ctx, c, spec, imgs.names, auths, logs); err != nil {
+		return "", err
+	}
+	d.hold(private...)
+	if spec.GetHost().GetBuildkit() {
+		// BuildKit pulls base images into its own store: it tags nothing.
+		defer d.releaseAll(private)
+		return d.buildKit(ctx, c, spec, opts, auths, buildContext, logs)
+	}
+	out := &buildOutput{logs: logs}
+	defer func() { d.dropBases(u, spec.GetImageRef()+":latest", private, out.pulled, before, own, auths) }()
 	err = runImageBuild(ctx, c, opts, buildContext, out.handle, out.flush)
 	if err == nil {
 		id, err := out.image()
@@ -260,118 +248,18 @@ func (d *Driver) releaseAll(names []string) {
 	}
 }
 
-// pullBases pulls, before a classic build, the base images the builder
-// would otherwise pull itself: those that must be pulled fresh (see
-// freshReason: the openBalena registry, registry-secret registries, names
-// like image ids, names another build in progress holds) and those not on
-// the host for the platform, with the job's credentials. It then reads the
-// ONBUILD triggers of every base image the build uses and refuses one that
-// takes from another image (COPY --from): the builder would look that up
-// (on the host, by id too, or through a pull that takes a manifest the host
-// has without asking the registry) where the driver cannot check it. The
-// builder then uses exactly these copies (PullParent off), unless a name
-// could not be resolved (PullParent on: the daemon resolves it). Names it
-// pulled are added to held (see hold).
-func (d *Driver) pullBases(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, imgs dockerfileImages, own string, auths registryAuths, held *[]string, logs sdk.LogSink) (bool, error) {
-	if reason := freshReason(imgs, own, auths, func(string) bool { return false }); reason != "" {
-		if err := logs(&pluginv1.Log{Text: "Pulling base images fresh: " + reason, Info: true}); err != nil {
-			return false, err
-		}
-	}
-	platform := spec.GetPlatform()
-	for _, name := range imgs.names {
-		local, err := localImage(ctx, c, name)
-		if err != nil {
-			return false, canceled(ctx, spec.GetJobId(), err)
-		}
-		usable := local != nil && (platform == "" || samePlatform(platform, local.Os, local.Architecture, local.Variant))
-		if !usable || privateImage(name, own, auths) || d.isHeld(name) {
-			if local, err = d.pullBase(ctx, c, spec, name, auths, held, logs); err != nil {
-				return false, err
-			}
-		}
-		if err := checkTriggers(name, local); err != nil {
-			_ = logs(&pluginv1.Log{Text: err.Error(), Error: true})
-			return false, fmt.Errorf("job %s: %w: %w", spec.GetJobId(), err, sdk.ErrInvalidArgument)
-		}
-	}
-	if len(imgs.unresolved) > 0 {
-		d.logger.Info("pulling base images fresh", "job", spec.GetJobId(), "reason", "unresolved "+imgs.unresolved[0])
-		return true, nil
-	}
-	return false, nil
-}
-
-// pullBase pulls one base image for a classic build and returns the
-// host's image of that name.
-func (d *Driver) pullBase(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, name string, auths registryAuths, held *[]string, logs sdk.LogSink) (*image.InspectResponse, error) {
-	named, err := reference.ParseNormalizedNamed(name)
-	if err != nil { // an image id: pulled by that name from Docker Hub
-		named, err = reference.ParseNormalizedNamed("docker.io/library/" + name)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("job %s: base image %q: %v: %w", spec.GetJobId(), name, err, sdk.ErrInvalidArgument)
-	}
-	var auth string
-	if ac, ok := auths.lookup(reference.Domain(named)); ok {
-		if auth, err = registry.EncodeAuthConfig(ac); err != nil {
-			return nil, fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), reference.Domain(named))
-		}
-	}
-	d.hold(name)
-	*held = append(*held, name)
-	if err := logs(&pluginv1.Log{Text: "Pulling " + name, Info: true}); err != nil {
-		return nil, err
-	}
-	if err := fetchImage(ctx, c, named, spec.GetPlatform(), auth, logs); err != nil {
-		if ctx.Err() != nil {
-			return nil, canceled(ctx, spec.GetJobId(), err)
-		}
-		var sinkErr sinkError
-		if errors.As(err, &sinkErr) {
-			return nil, sinkErr.err
-		}
-		msg := fmt.Sprintf("could not pull %s: %s", name, shortReason(err))
-		_ = logs(&pluginv1.Log{Text: msg, Error: true})
-		return nil, fmt.Errorf("job %s: %s", spec.GetJobId(), msg)
-	}
-	local, err := localImage(ctx, c, name)
-	if err == nil && local == nil {
-		err = fmt.Errorf("%s went from the host right after the pull", name)
-	}
-	if err != nil {
-		return nil, canceled(ctx, spec.GetJobId(), fmt.Errorf("job %s: %w", spec.GetJobId(), err))
-	}
-	return local, nil
-}
-
-// checkTriggers refuses a base image whose ONBUILD triggers take from
-// another image (COPY --from, a mount's from=).
-func checkTriggers(name string, img *image.InspectResponse) error {
-	if img == nil || img.Config == nil {
-		return nil
-	}
-	for _, trigger := range img.Config.OnBuild {
-		if t := strings.ToLower(trigger); strings.Contains(t, "--from") || strings.Contains(t, "from=") {
-			return fmt.Errorf("the base image %s has an ONBUILD trigger that takes from another image (%q): a build on a shared host does not run it", name, trigger)
-		}
-	}
-	return nil
-}
-
 // dropBases removes, once a classic build is over, the tags of the private
-// base images (see privateImage) it pulled: those it pulled itself (held)
+// base images (see privateImage) it pulled: those named (held by the build)
 // that the host now has other than before the build, and those the
 // daemon's pull messages name (a FROM with an unresolved name). A tag
 // another build in progress holds stays for that build to remove; the
 // job's own name (ref: a FROM of its own repository) goes after the push.
-// Public base images stay.
-func (d *Driver) dropBases(u *untagger, ref string, held, pulled []string, before map[string]string, own string, auths registryAuths) {
+func (d *Driver) dropBases(u *untagger, ref string, private, pulled []string, before map[string]string, own string, auths registryAuths) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(u.ctx), untagTimeout)
 	defer cancel()
 	var drop []string
-	for _, name := range held {
-		if !d.release(name) || !privateImage(name, own, auths) || normalRef(name) == normalRef(ref) {
+	for _, name := range private {
+		if !d.release(name) || normalRef(name) == normalRef(ref) {
 			continue
 		}
 		img, err := localImage(ctx, u.c, name)
@@ -379,8 +267,8 @@ func (d *Driver) dropBases(u *untagger, ref string, held, pulled []string, befor
 			drop = append(drop, name)
 		}
 	}
-	named := make([]string, len(held))
-	for i, name := range held {
+	named := make([]string, len(private))
+	for i, name := range private {
 		named[i] = normalRef(name)
 	}
 	for _, p := range pulled {
@@ -491,8 +379,6 @@ func buildOptions(spec *pluginv1.BuildSpec, auths registryAuths) build.ImageBuil
 	version := build.BuilderV1
 	if spec.GetHost().GetBuildkit() {
 		version = build.BuilderBuildKit
-		ns := cacheMountNS(spec)
-		args[cacheMountNSArg] = &ns // the build's own cache mounts only
 	}
 	return build.ImageBuildOptions{
 		Dockerfile:  dockerfile,

@@ -98,30 +98,6 @@ func testRegistryConfig(t *testing.T, env sdktest.Env, login registryLogin) {
 		})
 	}
 
-	// A base image of a registry the job has credentials for, whose ONBUILD
-	// trigger takes the private image by digest, whose manifest the host
-	// has from the builds above (under the openBalena registry's name, which
-	// gives it to nobody else): no build runs the trigger.
-	trigger := env.ImageRef(t)
-	if _, rec, err := buildWith(t, env, env.Host, &pluginv1.BuildSpec{ImageRef: trigger},
-		"FROM busybox\nONBUILD COPY --from="+built+"@"+baseRes.GetDigest()+" /private /stolen\n"); err != nil {
-		t.Fatalf("build the image with the trigger: %v\nlogs:\n%s", err, rec)
-	}
-	for _, buildkit := range []bool{false, true} {
-		host := &pluginv1.HostConfig{Name: env.Host.GetName(), Endpoint: env.Host.GetEndpoint(), Buildkit: buildkit}
-		if buildkit {
-			host.NetworkMode = "none"
-		}
-		t.Run(fmt.Sprintf("ONBUILD COPY --from by digest/buildkit=%v", buildkit), func(t *testing.T) {
-			spec := &pluginv1.BuildSpec{ImageRef: env.ImageRef(t), Nocache: true, RegistryConfig: string(cfg)}
-			_, rec, err := buildWith(t, env, host, spec, "FROM "+strings.Replace(trigger, login.registry, private, 1)+"\nRUN s=stolen; echo \"$s-$(cat /stolen)\"\n")
-			if err == nil || strings.Contains(rec.String(), "stolen-from-base") {
-				t.Fatalf("the trigger took the private image (%v); logs:\n%s", err, rec)
-			}
-			t.Logf("refused: %v", err)
-		})
-	}
-
 	for _, auth := range []bool{false, true} {
 		t.Run(fmt.Sprintf("PullImage/auth=%v", auth), func(t *testing.T) {
 			untag(t, c, base+":latest")

@@ -22,8 +22,6 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
-
-	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
 )
 
 // maxPeekBytes bounds what is held in memory while looking for the
@@ -338,56 +336,6 @@ func unquote(s string) string {
 		return s[1 : len(s)-1]
 	}
 	return s
-}
-
-// syntaxDirectiveRE is a parser directive naming the BuildKit frontend.
-var syntaxDirectiveRE = regexp.MustCompile(`(?i)^#\s*syntax\s*=\s*(\S+)\s*$`)
-
-// frontend returns the BuildKit frontend a build asks for: the syntax
-// directive among the comments at the head of the Dockerfile (any of them:
-// more than Docker takes as directives), or the BUILDKIT_SYNTAX build arg;
-// "" for the daemon's own.
-func frontend(dockerfile []byte, buildArgs map[string]string) string {
-	if v := buildArgs["BUILDKIT_SYNTAX"]; v != "" {
-		return v
-	}
-	for _, l := range strings.Split(string(dockerfile), "\n") {
-		t := strings.TrimSpace(l)
-		if t != "" && !strings.HasPrefix(t, "#") {
-			break
-		}
-		if m := syntaxDirectiveRE.FindStringSubmatch(t); m != nil {
-			return m[1]
-		}
-	}
-	return ""
-}
-
-// officialFrontend tells whether a frontend image is Docker's Dockerfile
-// frontend, which builds what the Dockerfile says and nothing else (any
-// tag or digest).
-func officialFrontend(img string) bool {
-	named, err := reference.ParseNormalizedNamed(img)
-	if err != nil {
-		return false
-	}
-	switch named.Name() {
-	case "docker.io/docker/dockerfile", "docker.io/docker/dockerfile-upstream":
-		return true
-	}
-	return false
-}
-
-// cacheMountNSArg is the build arg that namespaces a BuildKit build's
-// cache mounts (RUN --mount=type=cache): without it, every build on the
-// daemon shares a cache directory by its id (the target path by default),
-// so one tenant reads and writes what another left there.
-const cacheMountNSArg = "BUILDKIT_CACHE_MOUNT_NS"
-
-// cacheMountNS is the namespace of a build's cache mounts: the build's
-// own (its image_ref, unique per build), whatever the build args say.
-func cacheMountNS(spec *pluginv1.BuildSpec) string {
-	return "obb/" + spec.GetImageRef()
 }
 
 // privateImage tells whether an image is one the job may only have with

@@ -15,8 +15,6 @@ import (
 	"github.com/moby/buildkit/session/auth"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
 )
 
 func TestBaseImages(t *testing.T) {
@@ -276,45 +274,5 @@ func TestShortReasonOfAnErrorList(t *testing.T) {
 	err := errors.New("Error response from daemon: errors:\ndenied: requested access to the resource is denied\nunauthorized: authentication required\n")
 	if got, want := shortReason(err), "errors: denied: requested access to the resource is denied"; got != want {
 		t.Errorf("shortReason = %q, want %q", got, want)
-	}
-}
-
-func TestFrontend(t *testing.T) {
-	tests := []struct {
-		dockerfile string
-		args       map[string]string
-		want       string
-		official   bool
-	}{
-		{"FROM busybox\n", nil, "", false},
-		{"# syntax=docker/dockerfile:1.4\nFROM busybox\n", nil, "docker/dockerfile:1.4", true},
-		{"#syntax = docker.io/docker/dockerfile-upstream:master@sha256:" + strings.Repeat("a", 64) + "\n", nil, "docker.io/docker/dockerfile-upstream:master@sha256:" + strings.Repeat("a", 64), true},
-		{"# escape=`\n\n# SYNTAX=r.io/evil/frontend\nFROM busybox\n", nil, "r.io/evil/frontend", false},
-		{"FROM busybox\n# syntax=r.io/too/late\n", nil, "", false},
-		{"# syntax=docker/dockerfile:1\n", map[string]string{"BUILDKIT_SYNTAX": "evil/dockerfile"}, "evil/dockerfile", false},
-		{"# syntax=docker/dockerfile-evil\n", nil, "docker/dockerfile-evil", false},
-	}
-	for _, tt := range tests {
-		got := frontend([]byte(tt.dockerfile), tt.args)
-		if got != tt.want || got != "" && officialFrontend(got) != tt.official {
-			t.Errorf("frontend(%q, %v) = %q (official %v), want %q (%v)", tt.dockerfile, tt.args, got, officialFrontend(got), tt.want, tt.official)
-		}
-	}
-}
-
-func TestBuildKitCacheMountsAreTheBuildsOwn(t *testing.T) {
-	spec := &pluginv1.BuildSpec{ImageRef: "r.io/v2/abc", Host: &pluginv1.HostConfig{Buildkit: true},
-		BuildArgs: map[string]string{cacheMountNSArg: "someone-elses", "A": "1"}}
-	opts := buildOptions(spec, nil)
-	if ns := opts.BuildArgs[cacheMountNSArg]; ns == nil || *ns != cacheMountNS(spec) || *opts.BuildArgs["A"] != "1" {
-		t.Errorf("BuildKit build args %v", opts.BuildArgs)
-	}
-	if other := cacheMountNS(&pluginv1.BuildSpec{ImageRef: "r.io/v2/def"}); other == cacheMountNS(spec) {
-		t.Error("two builds share a cache mount namespace")
-	}
-	spec.Host.Buildkit = false
-	spec.BuildArgs = nil
-	if _, ok := buildOptions(spec, nil).BuildArgs[cacheMountNSArg]; ok {
-		t.Error("the classic builder got BuildKit's build arg")
 	}
 }
