@@ -262,8 +262,7 @@ func (x *extractor) copyFile(from, to string) error {
 	if err != nil {
 		return err
 	}
-	n, err := dst.ReadFrom(src)
-	x.written += n
+	_, err = dst.ReadFrom(src)
 	if err == nil {
 		err = dst.Chmod(fi.Mode().Perm())
 	}
