@@ -7,13 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 	"time"
 
-	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
 
@@ -56,18 +52,26 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 
 	log := d.logger.With("job", spec.GetJobId(), "host", spec.GetHost().GetName(), "image", spec.GetImageRef())
 	// The openBalena registry is the job's own registry, reached with the
-	// job's own token only (see doc.go); the job's tags go afterwards.
+	// job's own token only (see tenancy.go); the job's tags go afterwards.
 	own := registryDomain(spec.GetImageRef())
 	auths = withJobToken(auths, own, spec.GetRegistryToken())
-	u := &untagger{d: d, c: c, jobID: spec.GetJobId(), ctx: ctx}
-	defer u.remove([]string{spec.GetImageRef() + ":latest"}, false)
+	tags := []string{spec.GetImageRef() + ":latest"}
+	var keep string // a built image: kept for the layer cache, by its id only
+	defer func() { d.untag(ctx, c, spec.GetJobId(), keep, tags) }()
 
 	start := time.Now()
 	var imageID string
 	if spec.GetPullImage() != "" {
-		imageID, err = d.pull(ctx, c, spec, own, auths, u, logs)
+		var pulled bool
+		imageID, pulled, err = d.pull(ctx, c, spec, own, auths, logs)
+		if pulled {
+			tags = append(tags, spec.GetPullImage())
+		}
 	} else {
-		imageID, err = d.build(ctx, c, spec, own, auths, u, buildContext, logs)
+		var fresh []string
+		imageID, fresh, err = d.build(ctx, c, spec, own, auths, buildContext, logs)
+		tags = append(tags, fresh...)
+		keep = imageID
 	}
 	if err != nil {
 		log.Info("build failed", "error", err, "elapsed", time.Since(start))
@@ -90,68 +94,25 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 	return &pluginv1.Result{ImageId: img.ID, Digest: digest, Size: img.Size}, nil
 }
 
-// build runs the classic builder (or BuildKit) and returns the image id.
-// Base images are pulled fresh when the Dockerfile asks for it (see
-// pullParent); the private ones the classic builder pulled are untagged as
-// soon as the build is over. A classic-builder image is kept for the layer
-// cache under its cacheName. On failure or cancellation it makes sure the
-// build's containers are gone.
-func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths registryAuths, u *untagger, buildContext io.Reader, logs sdk.LogSink) (string, error) {
-	// The Dockerfile decides how base images are taken: no build without
-	// having read it.
-	dockerfile, whole, err := peekDockerfile(buildContext, dockerfileNames(spec))
+// build runs the classic builder (or BuildKit) and returns the image id
+// and the base images it pulled fresh. On failure or cancellation it makes
+// sure the build's containers are gone.
+func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths registryAuths, buildContext io.Reader, logs sdk.LogSink) (string, []string, error) {
+	dockerfile, whole, found, _ := peekDockerfile(buildContext, dockerfileNames(spec))
 	buildContext = whole
-	if err != nil {
-		_ = logs(&pluginv1.Log{Text: err.Error(), Error: true})
-		return "", fmt.Errorf("job %s: %w: %w", spec.GetJobId(), err, sdk.ErrInvalidArgument)
-	}
-	imgs := baseImages(dockerfile, spec.GetBuildArgs())
-	var private []string
-	before := map[string]string{} // what the host had of them: not this build's to remove
-	for _, name := range imgs.names {
-		if !privateImage(name, own, auths) {
-			continue
-		}
-		private = append(private, name)
-		img, err := localImage(ctx, c, name)
-		if err != nil {
-			return "", canceled(ctx, spec.GetJobId(), err)
-		}
-		if img != nil {
-			before[name] = img.ID
-		}
-	}
+	bases, unresolved := baseImages(dockerfile, spec.GetBuildArgs())
+	fresh, pulled := pullFresh(bases, unresolved || !found, own, auths)
 	opts := buildOptions(spec, auths)
-	fresh, err := d.pullParent(ctx, c, spec, imgs, own, auths, logs)
-	if err != nil {
-		return "", err
-	}
 	opts.PullParent = fresh
-	if err := d.checkPinned(ctx, c, spec, imgs.names, auths, logs); err != nil {
-		return "", err
-	}
-	d.hold(private...)
 	if spec.GetHost().GetBuildkit() {
-		// BuildKit pulls base images into its own store: it tags nothing.
-		defer d.releaseAll(private)
-		return d.buildKit(ctx, c, spec, opts, auths, buildContext, logs)
+		id, err := d.buildKit(ctx, c, spec, opts, auths, buildContext, logs)
+		return id, pulled, err
 	}
 	out := &buildOutput{logs: logs}
-	defer func() { d.dropBases(u, spec.GetImageRef()+":latest", private, out.pulled, before, own, auths) }()
-	err = runImageBuild(ctx, c, opts, buildContext, out.handle, out.flush)
+	err := runImageBuild(ctx, c, opts, buildContext, out.handle, out.flush)
 	if err == nil {
 		id, err := out.image()
-		if err == nil && !strings.HasPrefix(id, "sha256:") {
-			// The short id of "Successfully built": the full one, by the
-			// job's name (a short id is a prefix the daemon may match to
-			// another image).
-			img, ierr := c.ImageInspect(ctx, spec.GetImageRef()+":latest")
-			id, err = img.ID, canceled(ctx, spec.GetJobId(), ierr)
-		}
-		if err == nil {
-			u.keep(id)
-		}
-		return id, err
+		return id, pulled, err
 	}
 	if len(out.containers) > 0 {
 		if cerr := removeContainers(context.WithoutCancel(ctx), c, out.containers); cerr != nil {
@@ -159,124 +120,7 @@ func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.Bui
 			err = errors.Join(err, cerr)
 		}
 	}
-	return "", canceled(ctx, spec.GetJobId(), err)
-}
-
-// pullParent decides whether the build pulls its base images fresh
-// (PullParent; pull=1 for BuildKit too) rather than use the host's copies,
-// and says why in the plugin's log (and, when it is the Dockerfile's
-// doing, in the build's). See freshReason and hostReason.
-func (d *Driver) pullParent(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, imgs dockerfileImages, own string, auths registryAuths, logs sdk.LogSink) (bool, error) {
-	reason := freshReason(imgs, own, auths, func(string) bool { return false })
-	if reason != "" {
-		if err := logs(&pluginv1.Log{Text: "Pulling base images fresh: " + reason, Info: true}); err != nil {
-			return false, err
-		}
-	} else {
-		// Not the Dockerfile's doing: the build is not told (it would learn
-		// what other builds pull or what the host holds).
-		reason = freshReason(imgs, own, auths, d.isHeld)
-		if reason == "" {
-			var err error
-			if reason, err = hostReason(ctx, c, imgs.names, spec.GetPlatform()); err != nil {
-				return false, canceled(ctx, spec.GetJobId(), err)
-			}
-		}
-	}
-	if reason == "" {
-		return false, nil
-	}
-	d.logger.Info("pulling base images fresh", "job", spec.GetJobId(), "reason", reason)
-	return true, nil
-}
-
-// checkPinned asks the registry, through the daemon and with the job's
-// credentials, for each image the Dockerfile names by digest. Neither
-// builder asks the registry for access to an image named by digest once
-// the host has its manifest: BuildKit takes it from its own content store
-// (under whatever registry name goes with the digest), the classic
-// builder's pull from the daemon's manifest store ("Image is up to date"),
-// wherever another build's pull left it. When the registry cannot be
-// reached, only an image the host has under that very name passes (the
-// offline case).
-func (d *Driver) checkPinned(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, names []string, auths registryAuths, logs sdk.LogSink) error {
-	for _, name := range names {
-		named, err := reference.ParseNormalizedNamed(name)
-		if err != nil {
-			continue
-		}
-		if _, pinned := named.(reference.Canonical); !pinned {
-			continue
-		}
-		var auth string
-		if ac, ok := auths.lookup(reference.Domain(named)); ok {
-			if auth, err = registry.EncodeAuthConfig(ac); err != nil {
-				return fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), reference.Domain(named))
-			}
-		}
-		_, err = c.DistributionInspect(ctx, name, auth)
-		if err == nil {
-			continue
-		}
-		if ctx.Err() != nil {
-			return canceled(ctx, spec.GetJobId(), err)
-		}
-		reason := shortReason(err)
-		if unreachable(err) {
-			local, lerr := localImage(ctx, c, name)
-			if lerr != nil {
-				return canceled(ctx, spec.GetJobId(), lerr)
-			}
-			if local != nil {
-				d.logger.Info("registry unreachable, the host has the pinned image by name", "job", spec.GetJobId(), "image", name, "error", reason)
-				continue
-			}
-			reason += " (its registry cannot be reached, and the host has no image of that name)"
-		}
-		d.logger.Info("pinned base image refused", "job", spec.GetJobId(), "image", name, "error", reason)
-		msg := fmt.Sprintf("%s: the registry does not let this build have it: %s", name, reason)
-		_ = logs(&pluginv1.Log{Text: msg, Error: true})
-		return fmt.Errorf("job %s: %s", spec.GetJobId(), msg)
-	}
-	return nil
-}
-
-// releaseAll releases the holds on names.
-func (d *Driver) releaseAll(names []string) {
-	for _, name := range names {
-		d.release(name)
-	}
-}
-
-// dropBases removes, once a classic build is over, the tags of the private
-// base images (see privateImage) it pulled: those named (held by the build)
-// that the host now has other than before the build, and those the
-// daemon's pull messages name (a FROM with an unresolved name). A tag
-// another build in progress holds stays for that build to remove; the
-// job's own name (ref: a FROM of its own repository) goes after the push.
-func (d *Driver) dropBases(u *untagger, ref string, private, pulled []string, before map[string]string, own string, auths registryAuths) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(u.ctx), untagTimeout)
-	defer cancel()
-	var drop []string
-	for _, name := range private {
-		if !d.release(name) || normalRef(name) == normalRef(ref) {
-			continue
-		}
-		img, err := localImage(ctx, u.c, name)
-		if err == nil && img != nil && img.ID != before[name] {
-			drop = append(drop, name)
-		}
-	}
-	named := make([]string, len(private))
-	for i, name := range private {
-		named[i] = normalRef(name)
-	}
-	for _, p := range pulled {
-		if privateImage(p, own, auths) && !slices.Contains(named, normalRef(p)) && normalRef(p) != normalRef(ref) && !d.isHeld(p) {
-			drop = append(drop, p)
-		}
-	}
-	u.remove(drop, false)
+	return "", pulled, canceled(ctx, spec.GetJobId(), err)
 }
 
 // buildKit builds with the daemon's BuildKit (POST /build?version=2, the
@@ -292,7 +136,7 @@ func (d *Driver) dropBases(u *untagger, ref string, private, pulled []string, be
 func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, opts build.ImageBuildOptions, auths registryAuths, buildContext io.Reader, logs sdk.LogSink) (string, error) {
 	opts.BuildID = buildID(spec.GetJobId())
 	if len(spec.GetSecrets()) > 0 || len(auths) > 0 {
-		s, err := d.startSession(ctx, c, spec, auths)
+		s, err := d.startSession(ctx, c, spec.GetJobId(), spec.GetSecrets(), auths)
 		if err != nil {
 			return "", fmt.Errorf("job %s: BuildKit session: %w", spec.GetJobId(), err)
 		}
@@ -333,15 +177,14 @@ func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.
 	return out.image()
 }
 
-// dockerfileNames are the paths the spec's Dockerfile has in the context:
-// spec.dockerfile, or Dockerfile by default. The daemon falls back to
-// dockerfile only when there is no Dockerfile; ingest always sends the one
-// it names, first (the build is refused otherwise, see peekDockerfile).
+// dockerfileNames are the paths the spec's Dockerfile may have in the
+// context: spec.dockerfile, or Dockerfile (or dockerfile, which the daemon
+// falls back to) by default.
 func dockerfileNames(spec *pluginv1.BuildSpec) []string {
-	if name := contextPath(spec.GetDockerfile()); name != "" {
-		return []string{name}
+	if name := spec.GetDockerfile(); name != "" {
+		return []string{contextPath(name)}
 	}
-	return []string{"Dockerfile"}
+	return []string{"Dockerfile", "dockerfile"}
 }
 
 // buildID is the id a BuildKit build is known by on the daemon (for

@@ -1,3 +1,7 @@
+// Package driver is the docker-tcp executor plugin: it builds with the
+// classic builder of a remote Docker daemon (tcp:// with optional TLS, or
+// unix://), or with the daemon's BuildKit when host.buildkit is set, and
+// pushes the result to the registry from that daemon.
 package driver
 
 import (
@@ -19,8 +23,7 @@ const (
 )
 
 // Driver implements sdk.Executor. It keeps no state between builds except
-// the cancel functions of the builds in flight and the image names they
-// pull (see hold).
+// the cancel functions of the builds in flight.
 type Driver struct {
 	logger    *slog.Logger
 	name      string
@@ -29,7 +32,6 @@ type Driver struct {
 
 	mu   sync.Mutex
 	jobs map[string]context.CancelFunc
-	held map[string]int // image name → builds in flight that pull it
 }
 
 var _ sdk.Executor = (*Driver)(nil)
@@ -74,7 +76,7 @@ func NewWithOptions(logger *slog.Logger, opts Options) *Driver {
 	}
 	return &Driver{
 		logger: logger.With("plugin", opts.Name), name: opts.Name, version: opts.Version, newClient: opts.NewClient,
-		jobs: make(map[string]context.CancelFunc), held: make(map[string]int),
+		jobs: make(map[string]context.CancelFunc),
 	}
 }
 

@@ -27,13 +27,10 @@ import (
 // whose pull fails, and the plugin must use the host's copy) and build
 // secrets: on a BuildKit host a RUN reads one and no layer of the saved
 // image holds it; a classic-builder host refuses the build with an
-// invalid-argument error that names BuildKit. And tenancy (contract_tenancy.go):
-// no tag of a job stays on the host, a job cannot take another repository's
-// image from the host (as pull_image, FROM, COPY --from or an ONBUILD
-// trigger's, by name, by digest or by image id) nor push anything of it,
-// a job can build FROM its own repository with its own token, a base image
-// a job did not pull stays, and the layer cache still serves identical
-// builds ("Using cache" or BuildKit's "CACHED", by host.buildkit).
+// invalid-argument error that names BuildKit. And tenancy: no tag of a job
+// stays on the host, and a job cannot take another repository's image from
+// the host's store (as pull_image or FROM), while the layer cache still
+// serves identical builds.
 type Env struct {
 	// Host is the build host handed to the plugin (its buildkit and
 	// network_mode apply to every build of the suite).
