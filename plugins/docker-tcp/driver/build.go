@@ -7,9 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
 
@@ -52,26 +57,18 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 
 	log := d.logger.With("job", spec.GetJobId(), "host", spec.GetHost().GetName(), "image", spec.GetImageRef())
 	// The openBalena registry is the job's own registry, reached with the
-	// job's own token only (see tenancy.go); the job's tags go afterwards.
+	// job's own token only (see doc.go); the job's tags go afterwards.
 	own := registryDomain(spec.GetImageRef())
 	auths = withJobToken(auths, own, spec.GetRegistryToken())
-	tags := []string{spec.GetImageRef() + ":latest"}
-	var keep string // a built image: kept for the layer cache, by its id only
-	defer func() { d.untag(ctx, c, spec.GetJobId(), keep, tags) }()
+	u := &untagger{d: d, c: c, jobID: spec.GetJobId(), ctx: ctx}
+	defer u.remove([]string{spec.GetImageRef() + ":latest"}, false)
 
 	start := time.Now()
 	var imageID string
 	if spec.GetPullImage() != "" {
-		var pulled bool
-		imageID, pulled, err = d.pull(ctx, c, spec, own, auths, logs)
-		if pulled {
-			tags = append(tags, spec.GetPullImage())
-		}
+		imageID, err = d.pull(ctx, c, spec, own, auths, u, logs)
 	} else {
-		var fresh []string
-		imageID, fresh, err = d.build(ctx, c, spec, own, auths, buildContext, logs)
-		tags = append(tags, fresh...)
-		keep = imageID
+		imageID, err = d.build(ctx, c, spec, own, auths, u, buildContext, logs)
 	}
 	if err != nil {
 		log.Info("build failed", "error", err, "elapsed", time.Since(start))
@@ -94,25 +91,79 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 	return &pluginv1.Result{ImageId: img.ID, Digest: digest, Size: img.Size}, nil
 }
 
-// build runs the classic builder (or BuildKit) and returns the image id
-// and the base images it pulled fresh. On failure or cancellation it makes
-// sure the build's containers are gone.
-func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths registryAuths, buildContext io.Reader, logs sdk.LogSink) (string, []string, error) {
-	dockerfile, whole, found, _ := peekDockerfile(buildContext, dockerfileNames(spec))
+// build runs the classic builder (or BuildKit) and returns the image id.
+// Base images are pulled fresh when the Dockerfile asks for it (see
+// pullParent); the private ones the classic builder pulled are untagged as
+// soon as the build is over. A classic-builder image is kept for the layer
+// cache under its cacheName. On failure or cancellation it makes sure the
+// build's containers are gone.
+func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths registryAuths, u *untagger, buildContext io.Reader, logs sdk.LogSink) (string, error) {
+	// The Dockerfile decides how base images are taken: no build without
+	// having read it.
+	dockerfile, whole, err := peekDockerfile(buildContext, dockerfileNames(spec))
 	buildContext = whole
-	bases, unresolved := baseImages(dockerfile, spec.GetBuildArgs())
-	fresh, pulled := pullFresh(bases, unresolved || !found, own, auths)
+	if err != nil {
+		_ = logs(&pluginv1.Log{Text: err.Error(), Error: true})
+		return "", fmt.Errorf("job %s: %w: %w", spec.GetJobId(), err, sdk.ErrInvalidArgument)
+	}
+	imgs := baseImages(dockerfile, spec.GetBuildArgs())
+	var private []string
+	before := map[string]string{} // what the host had of them: not this build's to remove
+	for _, name := range imgs.names {
+		if !privateImage(name, own, auths) {
+			continue
+		}
+		private = append(private, name)
+		img, err := localImage(ctx, c, name)
+		if err != nil {
+			return "", canceled(ctx, spec.GetJobId(), err)
+		}
+		if img != nil {
+			before[name] = img.ID
+		}
+	}
 	opts := buildOptions(spec, auths)
-	opts.PullParent = fresh
+	if err := d.checkPinned(ctx, c, spec, imgs.names, auths, logs); err != nil {
+		return "", err
+	}
 	if spec.GetHost().GetBuildkit() {
-		id, err := d.buildKit(ctx, c, spec, opts, auths, buildContext, logs)
-		return id, pulled, err
+		if f := frontend(dockerfile, spec.GetBuildArgs()); f != "" && !officialFrontend(f) {
+			msg := fmt.Sprintf("the build asks for the BuildKit frontend %s (# syntax= or BUILDKIT_SYNTAX): on a shared build host only docker/dockerfile frontends build", f)
+			_ = logs(&pluginv1.Log{Text: msg, Error: true})
+			return "", fmt.Errorf("job %s: %s: %w", spec.GetJobId(), msg, sdk.ErrInvalidArgument)
+		}
+		fresh, err := d.pullParent(ctx, c, spec, imgs, own, auths, logs)
+		if err != nil {
+			return "", err
+		}
+		opts.PullParent = fresh
+		// BuildKit pulls base images into its own store: it tags nothing.
+		d.hold(private...)
+		defer d.releaseAll(private)
+		return d.buildKit(ctx, c, spec, opts, auths, buildContext, logs)
 	}
 	out := &buildOutput{logs: logs}
-	err := runImageBuild(ctx, c, opts, buildContext, out.handle, out.flush)
+	var held []string
+	defer func() { d.dropBases(u, spec.GetImageRef()+":latest", held, out.pulled, before, own, auths) }()
+	fresh, err := d.pullBases(ctx, c, spec, imgs, own, auths, &held, logs)
+	if err != nil {
+		return "", err
+	}
+	opts.PullParent = fresh
+	err = runImageBuild(ctx, c, opts, buildContext, out.handle, out.flush)
 	if err == nil {
 		id, err := out.image()
-		return id, pulled, err
+		if err == nil && !strings.HasPrefix(id, "sha256:") {
+			// The short id of "Successfully built": the full one, by the
+			// job's name (a short id is a prefix the daemon may match to
+			// another image).
+			img, ierr := c.ImageInspect(ctx, spec.GetImageRef()+":latest")
+			id, err = img.ID, canceled(ctx, spec.GetJobId(), ierr)
+		}
+		if err == nil {
+			u.keep(id)
+		}
+		return id, err
 	}
 	if len(out.containers) > 0 {
 		if cerr := removeContainers(context.WithoutCancel(ctx), c, out.containers); cerr != nil {
@@ -120,7 +171,224 @@ func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.Bui
 			err = errors.Join(err, cerr)
 		}
 	}
-	return "", pulled, canceled(ctx, spec.GetJobId(), err)
+	return "", canceled(ctx, spec.GetJobId(), err)
+}
+
+// pullParent decides whether the build pulls its base images fresh
+// (PullParent; pull=1 for BuildKit too) rather than use the host's copies,
+// and says why in the plugin's log (and, when it is the Dockerfile's
+// doing, in the build's). See freshReason and hostReason.
+func (d *Driver) pullParent(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, imgs dockerfileImages, own string, auths registryAuths, logs sdk.LogSink) (bool, error) {
+	reason := freshReason(imgs, own, auths, func(string) bool { return false })
+	if reason != "" {
+		if err := logs(&pluginv1.Log{Text: "Pulling base images fresh: " + reason, Info: true}); err != nil {
+			return false, err
+		}
+	} else {
+		// Not the Dockerfile's doing: the build is not told (it would learn
+		// what other builds pull or what the host holds).
+		reason = freshReason(imgs, own, auths, d.isHeld)
+		if reason == "" {
+			var err error
+			if reason, err = hostReason(ctx, c, imgs.names, spec.GetPlatform()); err != nil {
+				return false, canceled(ctx, spec.GetJobId(), err)
+			}
+		}
+	}
+	if reason == "" {
+		return false, nil
+	}
+	d.logger.Info("pulling base images fresh", "job", spec.GetJobId(), "reason", reason)
+	return true, nil
+}
+
+// checkPinned asks the registry, through the daemon and with the job's
+// credentials, for each image the Dockerfile names by digest. Neither
+// builder asks the registry for access to an image named by digest once
+// the host has its manifest: BuildKit takes it from its own content store
+// (under whatever registry name goes with the digest), the classic
+// builder's pull from the daemon's manifest store ("Image is up to date"),
+// wherever another build's pull left it. When the registry cannot be
+// reached, only an image the host has under that very name passes (the
+// offline case).
+func (d *Driver) checkPinned(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, names []string, auths registryAuths, logs sdk.LogSink) error {
+	for _, name := range names {
+		named, err := reference.ParseNormalizedNamed(name)
+		if err != nil {
+			continue
+		}
+		if _, pinned := named.(reference.Canonical); !pinned {
+			continue
+		}
+		var auth string
+		if ac, ok := auths.lookup(reference.Domain(named)); ok {
+			if auth, err = registry.EncodeAuthConfig(ac); err != nil {
+				return fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), reference.Domain(named))
+			}
+		}
+		_, err = c.DistributionInspect(ctx, name, auth)
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return canceled(ctx, spec.GetJobId(), err)
+		}
+		reason := shortReason(err)
+		if unreachable(err) {
+			local, lerr := localImage(ctx, c, name)
+			if lerr != nil {
+				return canceled(ctx, spec.GetJobId(), lerr)
+			}
+			if local != nil {
+				d.logger.Info("registry unreachable, the host has the pinned image by name", "job", spec.GetJobId(), "image", name, "error", reason)
+				continue
+			}
+			reason += " (its registry cannot be reached, and the host has no image of that name)"
+		}
+		d.logger.Info("pinned base image refused", "job", spec.GetJobId(), "image", name, "error", reason)
+		msg := fmt.Sprintf("%s: the registry does not let this build have it: %s", name, reason)
+		_ = logs(&pluginv1.Log{Text: msg, Error: true})
+		return fmt.Errorf("job %s: %s", spec.GetJobId(), msg)
+	}
+	return nil
+}
+
+// releaseAll releases the holds on names.
+func (d *Driver) releaseAll(names []string) {
+	for _, name := range names {
+		d.release(name)
+	}
+}
+
+// pullBases pulls, before a classic build, the base images the builder
+// would otherwise pull itself: those that must be pulled fresh (see
+// freshReason: the openBalena registry, registry-secret registries, names
+// like image ids, names another build in progress holds) and those not on
+// the host for the platform, with the job's credentials. It then reads the
+// ONBUILD triggers of every base image the build uses and refuses one that
+// takes from another image (COPY --from): the builder would look that up
+// (on the host, by id too, or through a pull that takes a manifest the host
+// has without asking the registry) where the driver cannot check it. The
+// builder then uses exactly these copies (PullParent off), unless a name
+// could not be resolved (PullParent on: the daemon resolves it). Names it
+// pulled are added to held (see hold).
+func (d *Driver) pullBases(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, imgs dockerfileImages, own string, auths registryAuths, held *[]string, logs sdk.LogSink) (bool, error) {
+	if reason := freshReason(imgs, own, auths, func(string) bool { return false }); reason != "" {
+		if err := logs(&pluginv1.Log{Text: "Pulling base images fresh: " + reason, Info: true}); err != nil {
+			return false, err
+		}
+	}
+	platform := spec.GetPlatform()
+	for _, name := range imgs.names {
+		local, err := localImage(ctx, c, name)
+		if err != nil {
+			return false, canceled(ctx, spec.GetJobId(), err)
+		}
+		usable := local != nil && (platform == "" || samePlatform(platform, local.Os, local.Architecture, local.Variant))
+		if !usable || privateImage(name, own, auths) || d.isHeld(name) {
+			if local, err = d.pullBase(ctx, c, spec, name, auths, held, logs); err != nil {
+				return false, err
+			}
+		}
+		if err := checkTriggers(name, local); err != nil {
+			_ = logs(&pluginv1.Log{Text: err.Error(), Error: true})
+			return false, fmt.Errorf("job %s: %w: %w", spec.GetJobId(), err, sdk.ErrInvalidArgument)
+		}
+	}
+	if len(imgs.unresolved) > 0 {
+		d.logger.Info("pulling base images fresh", "job", spec.GetJobId(), "reason", "unresolved "+imgs.unresolved[0])
+		return true, nil
+	}
+	return false, nil
+}
+
+// pullBase pulls one base image for a classic build and returns the
+// host's image of that name.
+func (d *Driver) pullBase(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, name string, auths registryAuths, held *[]string, logs sdk.LogSink) (*image.InspectResponse, error) {
+	named, err := reference.ParseNormalizedNamed(name)
+	if err != nil { // an image id: pulled by that name from Docker Hub
+		named, err = reference.ParseNormalizedNamed("docker.io/library/" + name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("job %s: base image %q: %v: %w", spec.GetJobId(), name, err, sdk.ErrInvalidArgument)
+	}
+	var auth string
+	if ac, ok := auths.lookup(reference.Domain(named)); ok {
+		if auth, err = registry.EncodeAuthConfig(ac); err != nil {
+			return nil, fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), reference.Domain(named))
+		}
+	}
+	d.hold(name)
+	*held = append(*held, name)
+	if err := logs(&pluginv1.Log{Text: "Pulling " + name, Info: true}); err != nil {
+		return nil, err
+	}
+	if err := fetchImage(ctx, c, named, spec.GetPlatform(), auth, logs); err != nil {
+		if ctx.Err() != nil {
+			return nil, canceled(ctx, spec.GetJobId(), err)
+		}
+		var sinkErr sinkError
+		if errors.As(err, &sinkErr) {
+			return nil, sinkErr.err
+		}
+		msg := fmt.Sprintf("could not pull %s: %s", name, shortReason(err))
+		_ = logs(&pluginv1.Log{Text: msg, Error: true})
+		return nil, fmt.Errorf("job %s: %s", spec.GetJobId(), msg)
+	}
+	local, err := localImage(ctx, c, name)
+	if err == nil && local == nil {
+		err = fmt.Errorf("%s went from the host right after the pull", name)
+	}
+	if err != nil {
+		return nil, canceled(ctx, spec.GetJobId(), fmt.Errorf("job %s: %w", spec.GetJobId(), err))
+	}
+	return local, nil
+}
+
+// checkTriggers refuses a base image whose ONBUILD triggers take from
+// another image (COPY --from, a mount's from=).
+func checkTriggers(name string, img *image.InspectResponse) error {
+	if img == nil || img.Config == nil {
+		return nil
+	}
+	for _, trigger := range img.Config.OnBuild {
+		if t := strings.ToLower(trigger); strings.Contains(t, "--from") || strings.Contains(t, "from=") {
+			return fmt.Errorf("the base image %s has an ONBUILD trigger that takes from another image (%q): a build on a shared host does not run it", name, trigger)
+		}
+	}
+	return nil
+}
+
+// dropBases removes, once a classic build is over, the tags of the private
+// base images (see privateImage) it pulled: those it pulled itself (held)
+// that the host now has other than before the build, and those the
+// daemon's pull messages name (a FROM with an unresolved name). A tag
+// another build in progress holds stays for that build to remove; the
+// job's own name (ref: a FROM of its own repository) goes after the push.
+// Public base images stay.
+func (d *Driver) dropBases(u *untagger, ref string, held, pulled []string, before map[string]string, own string, auths registryAuths) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(u.ctx), untagTimeout)
+	defer cancel()
+	var drop []string
+	for _, name := range held {
+		if !d.release(name) || !privateImage(name, own, auths) || normalRef(name) == normalRef(ref) {
+			continue
+		}
+		img, err := localImage(ctx, u.c, name)
+		if err == nil && img != nil && img.ID != before[name] {
+			drop = append(drop, name)
+		}
+	}
+	named := make([]string, len(held))
+	for i, name := range held {
+		named[i] = normalRef(name)
+	}
+	for _, p := range pulled {
+		if privateImage(p, own, auths) && !slices.Contains(named, normalRef(p)) && normalRef(p) != normalRef(ref) && !d.isHeld(p) {
+			drop = append(drop, p)
+		}
+	}
+	u.remove(drop, false)
 }
 
 // buildKit builds with the daemon's BuildKit (POST /build?version=2, the
@@ -136,7 +404,7 @@ func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.Bui
 func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, opts build.ImageBuildOptions, auths registryAuths, buildContext io.Reader, logs sdk.LogSink) (string, error) {
 	opts.BuildID = buildID(spec.GetJobId())
 	if len(spec.GetSecrets()) > 0 || len(auths) > 0 {
-		s, err := d.startSession(ctx, c, spec.GetJobId(), spec.GetSecrets(), auths)
+		s, err := d.startSession(ctx, c, spec, auths)
 		if err != nil {
 			return "", fmt.Errorf("job %s: BuildKit session: %w", spec.GetJobId(), err)
 		}
@@ -177,14 +445,15 @@ func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.
 	return out.image()
 }
 
-// dockerfileNames are the paths the spec's Dockerfile may have in the
-// context: spec.dockerfile, or Dockerfile (or dockerfile, which the daemon
-// falls back to) by default.
+// dockerfileNames are the paths the spec's Dockerfile has in the context:
+// spec.dockerfile, or Dockerfile by default. The daemon falls back to
+// dockerfile only when there is no Dockerfile; ingest always sends the one
+// it names, first (the build is refused otherwise, see peekDockerfile).
 func dockerfileNames(spec *pluginv1.BuildSpec) []string {
-	if name := spec.GetDockerfile(); name != "" {
-		return []string{contextPath(name)}
+	if name := contextPath(spec.GetDockerfile()); name != "" {
+		return []string{name}
 	}
-	return []string{"Dockerfile", "dockerfile"}
+	return []string{"Dockerfile"}
 }
 
 // buildID is the id a BuildKit build is known by on the daemon (for
@@ -222,6 +491,8 @@ func buildOptions(spec *pluginv1.BuildSpec, auths registryAuths) build.ImageBuil
 	version := build.BuilderV1
 	if spec.GetHost().GetBuildkit() {
 		version = build.BuilderBuildKit
+		ns := cacheMountNS(spec)
+		args[cacheMountNSArg] = &ns // the build's own cache mounts only
 	}
 	return build.ImageBuildOptions{
 		Dockerfile:  dockerfile,

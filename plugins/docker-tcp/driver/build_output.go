@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/docker/docker/api/types/build"
@@ -17,6 +18,8 @@ var (
 	// The classic builder announces each step's container before starting it.
 	runningInRE = regexp.MustCompile(`^\s*---> Running in ([0-9a-f]{12,64})\s*$`)
 	builtRE     = regexp.MustCompile(`^Successfully built ([0-9a-f]{12,64})\s*$`)
+	// A base image pulled (FROM, COPY --from) ends with one of these.
+	pulledRE = regexp.MustCompile(`^Status: (?:Downloaded newer image|Image is up to date) for (\S+)\s*$`)
 )
 
 // buildFailedError is a failed build step, with the daemon's message
@@ -35,6 +38,7 @@ type buildOutput struct {
 	imageID    string
 	shortID    string // from "Successfully built", if no aux came
 	containers []string
+	pulled     []string // base images the daemon pulled, as it names them
 }
 
 func (o *buildOutput) handle(m *jsonmessage.JSONMessage) error {
@@ -57,6 +61,9 @@ func (o *buildOutput) handle(m *jsonmessage.JSONMessage) error {
 		return o.text(m.Stream)
 	}
 	if m.Status != "" { // pulling the base image
+		if p := pulledRE.FindStringSubmatch(m.Status); p != nil && !slices.Contains(o.pulled, p[1]) {
+			o.pulled = append(o.pulled, p[1])
+		}
 		if err := o.flush(); err != nil {
 			return err
 		}

@@ -1,7 +1,3 @@
-// Package driver is the docker-tcp executor plugin: it builds with the
-// classic builder of a remote Docker daemon (tcp:// with optional TLS, or
-// unix://), or with the daemon's BuildKit when host.buildkit is set, and
-// pushes the result to the registry from that daemon.
 package driver
 
 import (
@@ -23,7 +19,8 @@ const (
 )
 
 // Driver implements sdk.Executor. It keeps no state between builds except
-// the cancel functions of the builds in flight.
+// the cancel functions of the builds in flight and the image names they
+// pull (see hold).
 type Driver struct {
 	logger    *slog.Logger
 	name      string
@@ -32,6 +29,7 @@ type Driver struct {
 
 	mu   sync.Mutex
 	jobs map[string]context.CancelFunc
+	held map[string]int // image name → builds in flight that pull it
 }
 
 var _ sdk.Executor = (*Driver)(nil)
@@ -76,7 +74,7 @@ func NewWithOptions(logger *slog.Logger, opts Options) *Driver {
 	}
 	return &Driver{
 		logger: logger.With("plugin", opts.Name), name: opts.Name, version: opts.Version, newClient: opts.NewClient,
-		jobs: make(map[string]context.CancelFunc),
+		jobs: make(map[string]context.CancelFunc), held: make(map[string]int),
 	}
 }
 

@@ -34,18 +34,28 @@ func (b *lineBuffer) add(s string) []string {
 			b.skipping = false
 			continue
 		}
-		out = append(out, cutLine(b.partial+seg))
+		out = append(out, cutLine(b.join(seg)))
 		b.partial = ""
 	}
 	if b.skipping {
 		return out
 	}
-	b.partial += s
+	b.partial = b.join(s)
 	if len(b.partial) > maxLineBytes {
 		out = append(out, cutLine(b.partial))
 		b.partial, b.skipping = "", true
 	}
 	return out
+}
+
+// join returns the held part of the line followed by s, but never more
+// than the line's cut needs (a character past the limit): a huge chunk of
+// output is not copied whole.
+func (b *lineBuffer) join(s string) string {
+	if room := maxLineBytes + utf8.UTFMax - len(b.partial); len(s) > room {
+		s = s[:room]
+	}
+	return b.partial + s
 }
 
 // rest returns what is held back of an unfinished line, and forgets it.

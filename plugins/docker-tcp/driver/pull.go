@@ -20,73 +20,145 @@ import (
 // job's image: the daemon pulls it for the spec's platform, with the
 // credentials registry_config has for its registry (the job's own token for
 // the openBalena registry, own), and tags it <image_ref>:latest for the
-// push. When the registry cannot be reached at all but the host holds the
-// image already (of the spec's platform), that copy is used and the log
-// says so: offline hosts build from what was loaded on them. Never for the
-// openBalena registry or a registry the job has credentials for, and never
-// after the registry answered (denied, unknown): another job's copy is not
-// this job's to take. It returns the image id and whether it was pulled.
-func (d *Driver) pull(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths registryAuths, logs sdk.LogSink) (string, bool, error) {
+// push; the pulled name is untagged right away (unless another build in
+// progress holds it, or the host had it before unchanged and it is no
+// private one).
+//
+// When the registry cannot be reached at all but the host holds an image of
+// that very name (never an image found by id), of the spec's platform, that
+// copy is used and the log says so: offline hosts build from what was
+// loaded on them. Never for the openBalena registry or a registry the job
+// has credentials for, and never after the registry answered (denied,
+// unknown): another job's copy is not this job's to take. The log says
+// which case it was. It returns the image id.
+func (d *Driver) pull(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths registryAuths, u *untagger, logs sdk.LogSink) (string, error) {
 	img := spec.GetPullImage()
 	named, err := reference.ParseNormalizedNamed(img)
 	if err != nil { // validateSpec checked it
-		return "", false, fmt.Errorf("job %s: pull_image %q: %v: %w", spec.GetJobId(), img, err, sdk.ErrInvalidArgument)
+		return "", fmt.Errorf("job %s: pull_image %q: %v: %w", spec.GetJobId(), img, err, sdk.ErrInvalidArgument)
 	}
 	domain := reference.Domain(named)
 	var auth string
 	ac, withCredentials := auths.lookup(domain)
 	if withCredentials {
 		if auth, err = registry.EncodeAuthConfig(ac); err != nil {
-			return "", false, fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), domain)
+			return "", fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), domain)
 		}
 	}
+	ownRegistry := own != "" && registryHost(domain) == registryHost(own)
+	before, err := localImage(ctx, c, img)
+	if err != nil {
+		return "", canceled(ctx, spec.GetJobId(), err)
+	}
+	d.hold(img)
+	usedHostCopy := false
+	defer func() {
+		d.dropPulled(u, img, spec.GetImageRef()+":latest", before, usedHostCopy, withCredentials || ownRegistry)
+	}()
 	if err := logs(&pluginv1.Log{Text: "Pulling " + img, Info: true}); err != nil {
-		return "", false, err
+		return "", err
 	}
-	pulled := true
-	if err := pullImage(ctx, c, img, spec.GetPlatform(), auth, logs); err != nil {
-		if ctx.Err() != nil {
-			return "", false, canceled(ctx, spec.GetJobId(), err)
+	var id string
+	for attempt := 1; id == ""; attempt++ {
+		if err := fetchImage(ctx, c, named, spec.GetPlatform(), auth, logs); err != nil {
+			if ctx.Err() != nil {
+				return "", canceled(ctx, spec.GetJobId(), err)
+			}
+			var sinkErr sinkError
+			if errors.As(err, &sinkErr) {
+				return "", sinkErr.err
+			}
+			reason := shortReason(err)
+			var refusal string
+			switch {
+			case namesImageID(img):
+				refusal = "it would name an image by its id; images are taken from the host by name only"
+			case ownRegistry:
+				refusal = "the openBalena registry: its images are pulled with this build's token, never taken from the host"
+			case withCredentials:
+				refusal = "a registry of the registry secrets: its images are pulled with them, never taken from the host"
+			case !unreachable(err):
+				refusal = "the registry answered: the host's copy is not used"
+			}
+			if refusal == "" {
+				local, ierr := localImage(ctx, c, img)
+				switch {
+				case ierr != nil:
+					return "", canceled(ctx, spec.GetJobId(), ierr)
+				case local == nil:
+					refusal = "its registry cannot be reached, and the host has no image of that name"
+				case spec.GetPlatform() != "" && !samePlatform(spec.GetPlatform(), local.Os, local.Architecture, local.Variant):
+					refusal = fmt.Sprintf("its registry cannot be reached; the copy on the host is %s, not %s",
+						platformString(local.Os, local.Architecture, local.Variant), spec.GetPlatform())
+				default:
+					d.logger.Info("pull_image: registry unreachable, the host's copy used", "job", spec.GetJobId(), "image", img, "error", reason)
+					if err := logs(&pluginv1.Log{Text: fmt.Sprintf("could not pull %s: %s (its registry cannot be reached); using the copy on the host", img, reason), Info: true}); err != nil {
+						return "", err
+					}
+					usedHostCopy = true
+					id = local.ID
+					continue
+				}
+			}
+			d.logger.Info("pull_image failed, the host's copy not used", "job", spec.GetJobId(), "image", img, "why", refusal, "error", reason)
+			_ = logs(&pluginv1.Log{Text: fmt.Sprintf("could not pull %s: %s (%s)", img, reason, refusal), Error: true})
+			return "", fmt.Errorf("job %s: pull %s: %s (%s)", spec.GetJobId(), img, reason, refusal)
 		}
-		var sinkErr sinkError
-		if errors.As(err, &sinkErr) {
-			return "", false, sinkErr.err
+		// By name: what was pulled, not an image that has an id like it.
+		local, err := localImage(ctx, c, img)
+		if err != nil {
+			return "", canceled(ctx, spec.GetJobId(), err)
 		}
-		reason := shortReason(err)
-		if withCredentials || registryHost(domain) == registryHost(own) || !unreachable(err) {
-			_ = logs(&pluginv1.Log{Text: fmt.Sprintf("could not pull %s: %s", img, reason), Error: true})
-			return "", false, canceled(ctx, spec.GetJobId(), engineError("pull "+img, err))
+		if local != nil {
+			id = local.ID
+		} else if attempt == 3 {
+			// Another builder on the host untagged it between our pull and here.
+			return "", fmt.Errorf("job %s: pull %s: the image went from the host right after the pull, three times", spec.GetJobId(), img)
 		}
-		local, ierr := c.ImageInspect(ctx, img)
-		if ierr != nil {
-			_ = logs(&pluginv1.Log{Text: fmt.Sprintf("could not pull %s: %s", img, reason), Error: true})
-			return "", false, canceled(ctx, spec.GetJobId(), engineError("pull "+img, err))
-		}
-		if p := spec.GetPlatform(); p != "" && !samePlatform(p, local.Os, local.Architecture, local.Variant) {
-			have := platformString(local.Os, local.Architecture, local.Variant)
-			_ = logs(&pluginv1.Log{Text: fmt.Sprintf("could not pull %s: %s; the copy on the host is %s, not %s", img, reason, have, p), Error: true})
-			return "", false, fmt.Errorf("pull %s: %s; the copy on the host is %s, not %s", img, reason, have, p)
-		}
-		if err := logs(&pluginv1.Log{Text: fmt.Sprintf("could not pull %s: %s (its registry cannot be reached); using the copy on the host", img, reason), Info: true}); err != nil {
-			return "", false, err
-		}
-		pulled = false
 	}
 	ref := spec.GetImageRef() + ":latest"
-	if err := c.ImageTag(ctx, img, ref); err != nil {
-		return "", pulled, canceled(ctx, spec.GetJobId(), engineError(fmt.Sprintf("tag %s as %s", img, ref), err))
+	if err := c.ImageTag(ctx, id, ref); err != nil {
+		return "", canceled(ctx, spec.GetJobId(), engineError(fmt.Sprintf("tag %s as %s", img, ref), err))
 	}
-	inspected, err := c.ImageInspect(ctx, ref)
-	if err != nil {
-		return "", pulled, canceled(ctx, spec.GetJobId(), engineError("inspect "+ref, err))
+	return id, nil
+}
+
+// dropPulled releases the hold on a pull_image name and untags it when no
+// other build holds it, unless it is the host's own: its copy was used for
+// want of the registry, or the host had it before, unchanged, and it is no
+// private image (which the host must not keep). The job's own name (ref)
+// goes later, after the push.
+func (d *Driver) dropPulled(u *untagger, img, ref string, before *image.InspectResponse, usedHostCopy, private bool) {
+	if !d.release(img) || usedHostCopy || normalRef(img) == normalRef(ref) {
+		return
 	}
-	return inspected.ID, pulled, nil
+	if !private && before != nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(u.ctx), untagTimeout)
+		defer cancel()
+		if now, err := localImage(ctx, u.c, img); err != nil || now == nil || now.ID == before.ID {
+			return // as it was
+		}
+	}
+	u.remove([]string{img}, false)
 }
 
 // sinkError is an error of the log sink, which ends the build as it is.
 type sinkError struct{ err error }
 
 func (e sinkError) Error() string { return e.err.Error() }
+
+// fetchImage pulls named. An image named by digest is first asked of the
+// registry (distribution inspect, with auth): the daemon's pull would take
+// it from the host's manifest store without asking the registry for access
+// when another build pulled it before (see checkPinned).
+func fetchImage(ctx context.Context, c *client.Client, named reference.Named, platform, auth string, logs sdk.LogSink) error {
+	if _, pinned := named.(reference.Canonical); pinned {
+		if _, err := c.DistributionInspect(ctx, named.String(), auth); err != nil {
+			return err
+		}
+	}
+	return pullImage(ctx, c, named.String(), platform, auth, logs)
+}
 
 // pullImage pulls img from the daemon, its progress going to logs like a
 // push's.
@@ -111,13 +183,18 @@ func pullImage(ctx context.Context, c *client.Client, img, platform, auth string
 }
 
 // shortReason is the first line of a daemon error, without the "Error
-// response from daemon: " prefix, and at most 200 bytes.
+// response from daemon: " prefix, and at most 200 bytes. A first line
+// that only announces a list ("errors:", a registry's) gets the list's
+// first item.
 func shortReason(err error) string {
 	s := err.Error()
 	if i := strings.LastIndex(s, "Error response from daemon: "); i >= 0 {
 		s = s[i+len("Error response from daemon: "):]
 	}
-	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	s, rest, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	if next, _, _ := strings.Cut(strings.TrimSpace(rest), "\n"); strings.HasSuffix(s, ":") && next != "" {
+		s += " " + next
+	}
 	if len(s) > 200 {
 		s = s[:200] + "…"
 	}

@@ -43,7 +43,7 @@ func testRegistryConfig(t *testing.T, env sdktest.Env, login registryLogin) {
 	// The private base image: built, pushed, then untagged on the host
 	// before each build, so that FROM has to pull it.
 	built := env.ImageRef(t)
-	_, rec, err := buildWith(t, env, env.Host, &pluginv1.BuildSpec{ImageRef: built},
+	baseRes, rec, err := buildWith(t, env, env.Host, &pluginv1.BuildSpec{ImageRef: built},
 		"FROM busybox\nRUN echo from-base > /private\n")
 	if err != nil {
 		t.Fatalf("build the base image: %v\nlogs:\n%s", err, rec)
@@ -72,6 +72,12 @@ func testRegistryConfig(t *testing.T, env sdktest.Env, login registryLogin) {
 					if _, ok := rec.Find("private-from-base"); !ok {
 						t.Errorf("no line private-from-base; logs:\n%s", rec)
 					}
+					// Pulled fresh for this build, and gone with it; the
+					// public base image stays.
+					checkGone(t, c, base+":latest")
+					if _, err := c.ImageInspect(context.Background(), "busybox"); err != nil {
+						t.Errorf("busybox is gone after the build: %v", err)
+					}
 				case err == nil:
 					t.Fatalf("Build FROM the private image without credentials succeeded; logs:\n%s", rec)
 				default:
@@ -79,6 +85,41 @@ func testRegistryConfig(t *testing.T, env sdktest.Env, login registryLogin) {
 				}
 			})
 		}
+		// The build with credentials left the base's manifest on the host
+		// (BuildKit's content store, the daemon's manifest store): named by
+		// digest, it must still take the credentials.
+		t.Run(fmt.Sprintf("FROM/buildkit=%v/by digest without credentials", buildkit), func(t *testing.T) {
+			spec := &pluginv1.BuildSpec{ImageRef: env.ImageRef(t), Nocache: true}
+			_, rec, err := buildWith(t, env, host, spec, "FROM "+base+"@"+baseRes.GetDigest()+"\nRUN s=private; echo \"$s-$(cat /private)\"\n")
+			if err == nil || rec.String() != "" && strings.Contains(rec.String(), "private-from-base") {
+				t.Fatalf("a build FROM the private image by digest without credentials ran (%v); logs:\n%s", err, rec)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+
+	// A base image of a registry the job has credentials for, whose ONBUILD
+	// trigger takes the private image by digest, whose manifest the host
+	// has from the builds above (under the openBalena registry's name, which
+	// gives it to nobody else): no build runs the trigger.
+	trigger := env.ImageRef(t)
+	if _, rec, err := buildWith(t, env, env.Host, &pluginv1.BuildSpec{ImageRef: trigger},
+		"FROM busybox\nONBUILD COPY --from="+built+"@"+baseRes.GetDigest()+" /private /stolen\n"); err != nil {
+		t.Fatalf("build the image with the trigger: %v\nlogs:\n%s", err, rec)
+	}
+	for _, buildkit := range []bool{false, true} {
+		host := &pluginv1.HostConfig{Name: env.Host.GetName(), Endpoint: env.Host.GetEndpoint(), Buildkit: buildkit}
+		if buildkit {
+			host.NetworkMode = "none"
+		}
+		t.Run(fmt.Sprintf("ONBUILD COPY --from by digest/buildkit=%v", buildkit), func(t *testing.T) {
+			spec := &pluginv1.BuildSpec{ImageRef: env.ImageRef(t), Nocache: true, RegistryConfig: string(cfg)}
+			_, rec, err := buildWith(t, env, host, spec, "FROM "+strings.Replace(trigger, login.registry, private, 1)+"\nRUN s=stolen; echo \"$s-$(cat /stolen)\"\n")
+			if err == nil || strings.Contains(rec.String(), "stolen-from-base") {
+				t.Fatalf("the trigger took the private image (%v); logs:\n%s", err, rec)
+			}
+			t.Logf("refused: %v", err)
+		})
 	}
 
 	for _, auth := range []bool{false, true} {
@@ -140,6 +181,14 @@ func untag(t *testing.T, c *client.Client, ref string) {
 	defer cancel()
 	if _, err := c.ImageRemove(ctx, ref, image.RemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 		t.Fatalf("untag %s: %v", ref, err)
+	}
+}
+
+// checkGone fails when the host still has ref.
+func checkGone(t *testing.T, c *client.Client, ref string) {
+	t.Helper()
+	if _, err := c.ImageInspect(context.Background(), ref); !cerrdefs.IsNotFound(err) {
+		t.Errorf("the host still has %s after the build (inspect: %v)", ref, err)
 	}
 }
 

@@ -288,8 +288,13 @@ func TestPullHelpers(t *testing.T) {
 }
 
 func TestDockerfileNames(t *testing.T) {
-	if got := dockerfileNames(&pluginv1.BuildSpec{}); strings.Join(got, ",") != "Dockerfile,dockerfile" {
+	// Only the name the daemon builds when it is there: a later lowercase
+	// dockerfile is not what the daemon reads.
+	if got := dockerfileNames(&pluginv1.BuildSpec{}); strings.Join(got, ",") != "Dockerfile" {
 		t.Errorf("default: %v", got)
+	}
+	if got := dockerfileNames(&pluginv1.BuildSpec{Dockerfile: "./Dockerfile"}); strings.Join(got, ",") != "Dockerfile" {
+		t.Errorf("./Dockerfile: %v", got)
 	}
 	if got := dockerfileNames(&pluginv1.BuildSpec{Dockerfile: "./sub//Dockerfile.x"}); strings.Join(got, ",") != "sub/Dockerfile.x" {
 		t.Errorf("custom: %v", got)

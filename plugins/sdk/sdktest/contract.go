@@ -27,10 +27,15 @@ import (
 // whose pull fails, and the plugin must use the host's copy) and build
 // secrets: on a BuildKit host a RUN reads one and no layer of the saved
 // image holds it; a classic-builder host refuses the build with an
-// invalid-argument error that names BuildKit. And tenancy: no tag of a job
-// stays on the host, and a job cannot take another repository's image from
-// the host's store (as pull_image or FROM), while the layer cache still
-// serves identical builds.
+// invalid-argument error that names BuildKit. And tenancy (contract_tenancy.go):
+// no tag of a job stays on the host, a job cannot take another repository's
+// image from the host (as pull_image, FROM, COPY --from or an ONBUILD
+// trigger's, by name, by digest or by image id) nor push anything of it,
+// a job can build FROM its own repository with its own token, a base image
+// a job did not pull stays, and the layer cache still serves identical
+// builds ("Using cache" or BuildKit's "CACHED", by host.buildkit); on a
+// BuildKit host, cache mounts are each build's own and custom frontends
+// are refused.
 type Env struct {
 	// Host is the build host handed to the plugin (its buildkit and
 	// network_mode apply to every build of the suite).
@@ -79,6 +84,7 @@ func RunContract(t *testing.T, newExec func(t *testing.T) sdk.Executor, env Env)
 	t.Run("PullImage", func(t *testing.T) { testPullImage(t, newExec(t), env) })
 	t.Run("Tenancy", func(t *testing.T) { testTenancy(t, newExec(t), env) })
 	if env.Host.GetBuildkit() {
+		t.Run("BuildKitTenancy", func(t *testing.T) { testBuildKitTenancy(t, newExec(t), env) })
 		t.Run("Secrets", func(t *testing.T) { testSecrets(t, newExec(t), env) })
 	} else {
 		t.Run("SecretsNeedBuildKit", func(t *testing.T) { testSecretsClassic(t, newExec(t), env) })
