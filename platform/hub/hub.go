@@ -5,6 +5,9 @@ package hub
 import (
 	"context"
 	"fmt"
+	"math"
+	"sort"
+	"strconv"
 	"sync"
 	"unicode/utf8"
 
@@ -14,7 +17,7 @@ import (
 )
 
 // maxEvents bounds what a hub keeps for replay, whatever their size; older
-// events are dropped (watchers that join late see the tail). Image build
+// log lines are dropped (watchers that join late see the tail). Image build
 // logs are collected separately and are not affected.
 const maxEvents = 50_000
 
@@ -23,11 +26,14 @@ const eventOverhead = 64
 
 // Limits bound what a hub keeps in memory. Zero fields take the defaults.
 type Limits struct {
-	// MaxBytes bounds the log text kept for replay (OBB_MAX_LOG_BYTES);
-	// beyond it the oldest events go, and a late watcher is told so.
+	// MaxBytes bounds the log text kept for replay (OBB_MAX_LOG_BYTES,
+	// default 8 MiB; each event counts 64 bytes more); beyond it the
+	// oldest log lines go (job updates stay), and a watcher that had not
+	// seen them is told so first.
 	MaxBytes int
-	// MaxLineBytes bounds one log line (OBB_MAX_LOG_LINE_BYTES); a longer
-	// one is cut, with a marker.
+	// MaxLineBytes bounds one log line's text (OBB_MAX_LOG_LINE_BYTES,
+	// default 64 KiB); a longer one is cut at a UTF-8 boundary, with the
+	// marker " … [line cut: N bytes, the limit is M]".
 	MaxLineBytes int
 }
 
@@ -49,21 +55,35 @@ func (l Limits) withDefaults() Limits {
 
 // Hub is an append-only event log with followers. The zero value is not
 // usable; call New.
+//
+// Beyond its limits a hub drops the oldest log lines; job updates and the
+// end of the build (few and small) are kept, so a late watcher still sees
+// every state change. Dropped events stay as holes (nil) until they are
+// half of the slice, then the slice is compacted: Publish is amortized O(1).
 type Hub struct {
 	lim Limits
 
 	mu      sync.Mutex
-	events  []*buildv1.Event
-	bytes   int // of the events kept
-	dropped int
+	events  []entry // in order of seq; e == nil: dropped
+	seq     int     // events published so far: the seq of the next one
+	kept    int     // events not dropped
+	holes   int     // dropped events still in the slice
+	bytes   int     // of the events kept
+	dropAt  int     // no log line to drop before this index
 	closed  bool
 	changed chan struct{}
+}
+
+type entry struct {
+	seq int
+	e   *buildv1.Event
 }
 
 // New returns an empty, open hub with the default limits.
 func New() *Hub { return NewWithLimits(Limits{}) }
 
-// NewWithLimits returns an empty, open hub keeping at most lim.
+// NewWithLimits returns an empty, open hub keeping at most lim (zero fields:
+// the defaults).
 func NewWithLimits(lim Limits) *Hub {
 	return &Hub{lim: lim.withDefaults(), changed: make(chan struct{})}
 }
@@ -71,8 +91,9 @@ func NewWithLimits(lim Limits) *Hub {
 func size(e *buildv1.Event) int { return eventOverhead + len(e.GetLog().GetText()) }
 
 // Publish appends an event and wakes the watchers. A log line longer than
-// the limit is cut (the caller's event is left as it is). Publishing to a
-// closed hub is a no-op.
+// MaxLineBytes is cut, on a copy (the caller's event is left as it is).
+// Beyond MaxBytes the oldest log lines are dropped, never the newest event.
+// Publishing to a closed hub is a no-op.
 func (h *Hub) Publish(e *buildv1.Event) {
 	if l := e.GetLog(); l != nil && len(l.GetText()) > h.lim.MaxLineBytes {
 		e = proto.CloneOf(e)
@@ -83,19 +104,71 @@ func (h *Hub) Publish(e *buildv1.Event) {
 	if h.closed {
 		return
 	}
-	h.events = append(h.events, e)
+	h.events = append(h.events, entry{seq: h.seq, e: e})
+	h.seq++
+	h.kept++
 	h.bytes += size(e)
-	n := 0
-	for n < len(h.events)-1 && (len(h.events)-n > maxEvents || h.bytes > h.lim.MaxBytes) {
-		h.bytes -= size(h.events[n])
-		n++
+	for h.kept > 1 && (h.bytes > h.lim.MaxBytes || h.kept > maxEvents) {
+		if !h.dropOldestLog() && !(h.kept > maxEvents && h.dropOldest()) {
+			break // only job updates left besides the newest event
+		}
 	}
-	if n > 0 {
-		h.events = append(h.events[:0:0], h.events[n:]...)
-		h.dropped += n
+	if h.holes > len(h.events)/2 && h.holes >= 64 {
+		h.compact()
 	}
 	close(h.changed)
 	h.changed = make(chan struct{})
+}
+
+// dropOldestLog drops the oldest log line but the newest event.
+func (h *Hub) dropOldestLog() bool {
+	for i := h.dropAt; i < len(h.events)-1; i++ {
+		if e := h.events[i].e; e != nil && e.GetLog() != nil {
+			h.drop(i)
+			h.dropAt = i + 1
+			return true
+		}
+	}
+	h.dropAt = max(len(h.events)-1, 0)
+	return false
+}
+
+// dropOldest drops the oldest event of any kind but the newest: only when
+// there are more than maxEvents job updates (which a build does not send).
+func (h *Hub) dropOldest() bool {
+	for i := 0; i < len(h.events)-1; i++ {
+		if h.events[i].e != nil {
+			h.drop(i)
+			return true
+		}
+	}
+	return false
+}
+
+func (h *Hub) drop(i int) {
+	h.bytes -= size(h.events[i].e)
+	h.events[i].e = nil
+	h.kept--
+	h.holes++
+}
+
+// compact removes the holes, into a new slice: watchers copy what they
+// deliver under the lock, but a fresh array keeps them apart anyway.
+func (h *Hub) compact() {
+	events := make([]entry, 0, h.kept+h.kept/4)
+	dropAt := 0
+	for i, en := range h.events {
+		if i == h.dropAt {
+			dropAt = len(events)
+		}
+		if en.e != nil {
+			events = append(events, en)
+		}
+	}
+	if h.dropAt >= len(h.events) {
+		dropAt = len(events)
+	}
+	h.events, h.dropAt, h.holes = events, dropAt, 0
 }
 
 // cut shortens text to at most max bytes (at a character boundary) and
@@ -112,14 +185,19 @@ func cut(text string, max int) string {
 // log is gone.
 func (h *Hub) droppedNotice(n int) *buildv1.Event {
 	return &buildv1.Event{Kind: &buildv1.Event_Log{Log: &buildv1.LogLine{Level: buildv1.Level_LEVEL_WARN,
-		Text: fmt.Sprintf("[%d earlier log lines dropped: the builder keeps the last %s of a build's log]", n, kib(h.lim.MaxBytes))}}}
+		Text: fmt.Sprintf("[%d earlier log lines dropped: the builder keeps the last %s of a build's log]", n, sizeText(h.lim.MaxBytes))}}}
 }
 
-func kib(n int) string {
-	if n >= 1<<20 && n%(1<<20) == 0 {
-		return fmt.Sprintf("%d MiB", n>>20)
+// sizeText formats a limit for a message: "8 MiB", "64 KiB", "10.4 KiB",
+// "100 bytes".
+func sizeText(n int) string {
+	switch {
+	case n >= 1<<20:
+		return strconv.FormatFloat(math.Round(float64(n)/(1<<20)*10)/10, 'f', -1, 64) + " MiB"
+	case n >= 1<<10:
+		return strconv.FormatFloat(math.Round(float64(n)/(1<<10)*10)/10, 'f', -1, 64) + " KiB"
 	}
-	return fmt.Sprintf("%d KiB", n>>10)
+	return strconv.Itoa(n) + " bytes"
 }
 
 // Close marks the end of the log; watchers return after the last event.
@@ -142,21 +220,27 @@ func (h *Hub) Closed() bool {
 
 // Watch calls fn for every event from the start, then for each new one,
 // until the hub closes (returns nil), ctx ends (returns ctx.Err()) or fn
-// fails (returns its error).
+// fails (returns its error). When events it has not seen were dropped, fn
+// first gets a LEVEL_WARN log line saying how many.
 func (h *Hub) Watch(ctx context.Context, fn func(*buildv1.Event) error) error {
-	next := 0 // absolute index of the next event to deliver
+	next := 0 // seq of the next event to deliver
+	var batch []*buildv1.Event
 	for {
 		h.mu.Lock()
-		start := next - h.dropped
-		var notice *buildv1.Event
-		if start < 0 {
-			notice = h.droppedNotice(-start)
-			start = 0
-			next = h.dropped
+		i := sort.Search(len(h.events), func(i int) bool { return h.events[i].seq >= next })
+		batch = batch[:0]
+		for _, en := range h.events[i:] {
+			if en.e != nil {
+				batch = append(batch, en.e)
+			}
 		}
-		batch := h.events[start:]
-		next += len(batch)
+		missed := h.seq - next - len(batch)
+		next = h.seq
 		closed, changed := h.closed, h.changed
+		var notice *buildv1.Event
+		if missed > 0 {
+			notice = h.droppedNotice(missed)
+		}
 		h.mu.Unlock()
 
 		if notice != nil {
@@ -170,6 +254,7 @@ func (h *Hub) Watch(ctx context.Context, fn func(*buildv1.Event) error) error {
 			}
 		}
 		if len(batch) > 0 {
+			clear(batch) // hold no dropped event
 			continue
 		}
 		if closed {

@@ -87,6 +87,7 @@ func BuildHandler(ingest ingestv1.IngestServiceClient, limits UploadLimits, logg
 		body.close()
 		var slow *errPace
 		if errors.As(err, &slow) {
+			logger.Info("upload cut off", "slug", spec.Slug, "reason", slow.Error())
 			httpError(w, http.StatusRequestTimeout, slow.Error())
 			return
 		}

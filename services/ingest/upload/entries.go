@@ -262,7 +262,8 @@ func (x *extractor) copyFile(from, to string) error {
 	if err != nil {
 		return err
 	}
-	_, err = dst.ReadFrom(src)
+	n, err := dst.ReadFrom(src)
+	x.written += n
 	if err == nil {
 		err = dst.Chmod(fi.Mode().Perm())
 	}

@@ -24,13 +24,15 @@ type extractor struct {
 	lim  Limits
 	root *os.Root
 
-	wire *limitReader // r, compressed
-	raw  *limitReader // the tar stream
-	tr   *tar.Reader
-	buf  []byte
+	wire       *limitReader // r, compressed
+	compressed func() int64 // bytes of r gzip consumed (nil: a plain tar)
+	raw        *limitReader // the tar stream
+	tr         *tar.Reader
+	buf        []byte
 
 	entries int
 	logical int64  // sum of entry sizes and headers, as written
+	written int64  // file contents written to disk
 	last    string // name of the last entry read, for messages
 
 	tree
@@ -59,6 +61,7 @@ func (x *extractor) stats() Stats {
 		st.UncompressedBytes = x.raw.n
 	}
 	st.Files = x.files
+	st.WrittenBytes = x.written
 	return st
 }
 
@@ -89,7 +92,9 @@ func (x *extractor) run(r io.Reader) error {
 		if err != nil {
 			return x.readErr(err, false)
 		}
-		src = &ratioReader{r: zr, wire: x.wire, grace: x.lim.RatioGraceBytes, ratio: int64(x.lim.MaxExpansionRatio)}
+		// What gzip consumed, not what was read ahead into br.
+		x.compressed = func() int64 { return x.wire.n - int64(br.Buffered()) }
+		src = &ratioReader{r: zr, compressed: x.compressed, grace: x.lim.RatioGraceBytes, ratio: int64(x.lim.MaxExpansionRatio)}
 	}
 	x.raw = &limitReader{r: src, max: x.lim.MaxUncompressedBytes, errLimit: errTooBigU}
 	x.tr = tar.NewReader(x.raw)
@@ -164,8 +169,8 @@ func (x *extractor) readErr(err error, inEntry bool) error {
 	case errors.Is(err, errTooBigU):
 		return x.tooBig()
 	case errors.Is(err, errTooExpanded):
-		return rejectf("the project expands more than %d times (%s of files from %s compressed so far); real projects do not compress this well: is it a decompression bomb? (limit: OBB_MAX_EXPANSION_RATIO)",
-			x.lim.MaxExpansionRatio, size(x.raw.n), size(x.wire.n))
+		return rejectf("the project expands more than %d times (%s compressed to %s so far); a real project does not compress this well — is it a decompression bomb? (limit: OBB_MAX_EXPANSION_RATIO)",
+			x.lim.MaxExpansionRatio, size(x.raw.n), size(x.compressed()))
 	}
 	if e := x.wire.err; e != nil && !errors.Is(e, io.EOF) && !errors.Is(e, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("upload: reading the upload: %w", e)
@@ -203,7 +208,9 @@ func (x *extractor) copyTo(f *os.File, name string) error {
 			n += m
 		}
 		if n > 0 {
-			if _, err := f.Write(x.buf[:n]); err != nil {
+			m, err := f.Write(x.buf[:n])
+			x.written += int64(m)
+			if err != nil {
 				return fmt.Errorf("upload: writing %s: %w", name, err)
 			}
 		}

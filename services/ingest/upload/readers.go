@@ -37,21 +37,31 @@ func (l *limitReader) Read(p []byte) (int, error) {
 }
 
 // ratioReader fails with errTooExpanded once more than grace bytes came out
-// of it and they are more than ratio times the bytes read from the wire
-// (the compressed stream): a gzip bomb stops after about grace bytes.
+// of it and they are more than ratio times the compressed bytes consumed so
+// far (compressed()), and from then on: a gzip bomb stops after about grace
+// bytes, and what reached the disk is at most grace and one read buffer.
 type ratioReader struct {
-	r     io.Reader
-	wire  *limitReader
-	n     int64
-	grace int64
-	ratio int64
+	r          io.Reader
+	compressed func() int64
+	n          int64
+	grace      int64
+	ratio      int64
 }
 
 func (q *ratioReader) Read(p []byte) (int, error) {
+	if q.over() {
+		return 0, errTooExpanded
+	}
 	n, err := q.r.Read(p)
 	q.n += int64(n)
-	if q.n > q.grace && q.n > q.ratio*q.wire.n {
+	if q.over() {
 		return n, errTooExpanded
 	}
 	return n, err
+}
+
+// over tells whether n > ratio × compressed past the grace (divided, not
+// multiplied: a huge ratio must not overflow).
+func (q *ratioReader) over() bool {
+	return q.n > q.grace && (q.n-1)/q.ratio >= q.compressed()
 }

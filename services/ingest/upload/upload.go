@@ -3,7 +3,8 @@
 //
 // The archive comes from the network and is untrusted. [Extract] streams it to
 // disk with flat memory, enforces [Limits] as the bytes arrive (a gzip bomb is
-// refused after reading little more than the limit), and refuses anything that
+// refused once it expands more than MaxExpansionRatio times, after writing
+// little more than RatioGraceBytes), and refuses anything that
 // could write or point outside the target directory: absolute paths, ".."
 // escapes, symlinks whose target leaves the directory, hardlinks to files not
 // in the upload, device files, and entries written through a symlink.
@@ -31,10 +32,12 @@ const (
 type Limits struct {
 	MaxCompressedBytes   int64 // bytes read from the wire (gzip)
 	MaxUncompressedBytes int64 // sum of file sizes + headers
-	// MaxExpansionRatio bounds the tar bytes per compressed byte, checked
-	// as the stream is read once RatioGraceBytes of tar came out: source
-	// code compresses 3–10 times, a gzip of zeros 1000 times. A plain tar
-	// (ratio 1) is never affected.
+	// MaxExpansionRatio bounds the tar bytes per compressed byte consumed
+	// (OBB_MAX_EXPANSION_RATIO, default 200), checked continuously once
+	// RatioGraceBytes (default 16 MiB) of tar came out: source code
+	// compresses 3–10 times, a gzip of zeros 1000 times, so a bomb stops
+	// after about RatioGraceBytes written. A plain tar (ratio 1) is never
+	// affected.
 	MaxExpansionRatio int
 	RatioGraceBytes   int64
 	MaxEntries        int
@@ -70,6 +73,10 @@ type Stats struct {
 	// UncompressedBytes is the length of the tar stream read (headers,
 	// contents and padding): the same as CompressedBytes for a plain tar.
 	UncompressedBytes int64
+	// WrittenBytes is the file contents written to disk (hardlinks that
+	// had to be copied included), counted as they were written: after a
+	// failure, what was on disk before Extract removed it.
+	WrittenBytes int64
 	// Files counts the files, symlinks and hardlinks under dir at the end.
 	Files int
 }

@@ -3,7 +3,6 @@ package upload
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -15,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 func TestExtract(t *testing.T) {
@@ -320,7 +321,7 @@ func bomb(write func(tw *tar.Writer, raw io.Writer) error) (io.Reader, func() in
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		zw, _ := gzip.NewWriterLevel(pw, 6)
+		zw, _ := gzip.NewWriterLevel(pw, gzip.BestCompression) // the worst case: zeros 1030:1
 		cw.w = zw
 		tw := tar.NewWriter(cw)
 		err := write(tw, cw)
