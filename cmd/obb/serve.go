@@ -22,6 +22,7 @@ import (
 	"github.com/open-balena-builder/builder/platform/config"
 	"github.com/open-balena-builder/builder/platform/hub"
 	"github.com/open-balena-builder/builder/platform/rpc"
+	"github.com/open-balena-builder/builder/platform/sqlstore"
 	"github.com/open-balena-builder/builder/platform/telemetry"
 	executorv1 "github.com/open-balena-builder/builder/proto/builder/executor/v1"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
@@ -32,6 +33,7 @@ import (
 	"github.com/open-balena-builder/builder/services/ingest/admin"
 	"github.com/open-balena-builder/builder/services/ingest/gateway"
 	"github.com/open-balena-builder/builder/services/ingest/inflight"
+	"github.com/open-balena-builder/builder/services/ingest/journal"
 	"github.com/open-balena-builder/builder/services/ingest/upload"
 	"github.com/open-balena-builder/builder/services/release"
 	"github.com/open-balena-builder/builder/services/release/openbalena"
@@ -221,6 +223,21 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 	}
 
 	p := &process{logger: logger, auth: auth, errs: make(chan error, 16)}
+	// The database (SQLite in the data dir, or OBB_DATABASE_URL) and this
+	// builder's name in it, for the scheduler and ingest.
+	var db *sqlstore.DB
+	instance := cfg.Instance
+	if services["scheduler"] || services["ingest"] {
+		if db, err = sqlstore.Open(ctx, cfg.DataDir, cfg.DatabaseURL); err != nil {
+			return err
+		}
+		defer db.Close()
+		if instance == "" {
+			if instance, err = admin.TokenFile(filepath.Join(cfg.DataDir, "instance-id")); err != nil {
+				return fmt.Errorf("instance id: %w", err)
+			}
+		}
+	}
 	start := func() error {
 		if services["release"] {
 			api := openbalena.New(cfg.APIURL, &http.Client{Timeout: 2 * time.Minute}, logger.With("service", "release"))
@@ -234,7 +251,12 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 			}
 		}
 		if services["scheduler"] {
-			srv, err := scheduler.New(scheduler.Config{BuildTimeout: cfg.Limits.BuildTimeout, Meter: metrics.Meter("scheduler"), LogLimits: logLimits(cfg)},
+			poll := time.Duration(0)
+			if db.Shared {
+				poll = 250 * time.Millisecond // slots other builders free
+			}
+			srv, err := scheduler.New(scheduler.Config{BuildTimeout: cfg.Limits.BuildTimeout, Meter: metrics.Meter("scheduler"), LogLimits: logLimits(cfg),
+				Ledger: scheduler.NewSQLLedger(db, instance), Instance: instance, Placement: cfg.Placement, Poll: poll},
 				func(addr string) (executorv1.ExecutorServiceClient, error) {
 					cc, err := peers.conn(addr)
 					if err != nil {
@@ -248,6 +270,14 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 			if err := p.startGRPC("scheduler", cfg.Listen.Scheduler, func(s *grpc.Server) { schedulerv1.RegisterSchedulerServiceServer(s, srv) }); err != nil {
 				return err
 			}
+			// The lease goes on while running builds finish after a SIGTERM.
+			mctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+			p.cleanup = append(p.cleanup, stop)
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				srv.Maintain(mctx, sqlstore.NewLeases(db), cfg.InstanceLease)
+			}()
 		}
 		if services["executor"] {
 			if err := startExecutor(ctx, p, cfg, peers, cl.release, cl.scheduler); err != nil {
@@ -255,7 +285,7 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 			}
 		}
 		if services["ingest"] {
-			if err := startIngest(ctx, p, cfg, metrics.Handler(), metrics.Meter("ingest"), cl.release, cl.scheduler, cl.ingest); err != nil {
+			if err := startIngest(ctx, p, cfg, db, instance, metrics.Handler(), metrics.Meter("ingest"), cl.release, cl.scheduler, cl.ingest); err != nil {
 				return err
 			}
 		}
@@ -325,25 +355,14 @@ func startExecutor(ctx context.Context, p *process, cfg config.Config, peers *cl
 	return nil
 }
 
-func startIngest(ctx context.Context, p *process, cfg config.Config, metrics http.Handler, meter metric.Meter, rel releasev1.ReleaseServiceClient, sched schedulerv1.SchedulerServiceClient, ing ingestv1.IngestServiceClient) error {
+func startIngest(ctx context.Context, p *process, cfg config.Config, db *sqlstore.DB, instance string, metrics http.Handler, meter metric.Meter, rel releasev1.ReleaseServiceClient, sched schedulerv1.SchedulerServiceClient, ing ingestv1.IngestServiceClient) error {
 	log := p.logger.With("service", "ingest")
 	token, err := operatorToken(cfg, log)
 	if err != nil {
 		return err
 	}
-	store, err := openStore(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	p.cleanup = append(p.cleanup, func() { store.Close() })
-	instance := cfg.Instance
-	if instance == "" {
-		if instance, err = admin.TokenFile(filepath.Join(cfg.DataDir, "instance-id")); err != nil {
-			return fmt.Errorf("instance id: %w", err)
-		}
-	}
 	srv, err := ingest.New(ingest.Config{
-		InFlight: store, Instance: instance,
+		InFlight: inflight.New(db), Journal: journal.New(db), Instance: instance, Shared: db.Shared, CancelPoll: 500 * time.Millisecond,
 		DataDir: cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second, Meter: meter,
 		Limits: upload.Limits{MaxCompressedBytes: cfg.Limits.MaxUploadBytes, MaxUncompressedBytes: cfg.Limits.MaxContextBytes,
 			MaxEntries: cfg.Limits.MaxEntries, MaxExpansionRatio: cfg.Limits.MaxExpansionRatio},
@@ -370,6 +389,15 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, metrics htt
 	if err := srv.CleanDataDir(ctx); err != nil {
 		log.Warn("cannot clean the data dir", "error", err)
 	}
+	// The lease, other builders' cancel requests and stopped builders'
+	// builds, while running builds finish after a SIGTERM too.
+	mctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	p.cleanup = append(p.cleanup, stop)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		srv.Maintain(mctx, sqlstore.NewLeases(db), cfg.InstanceLease)
+	}()
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -400,15 +428,6 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, metrics htt
 	}
 	p.cleanup = append(p.cleanup, ops.Stop)
 	return p.startHTTP("admin", cfg.Listen.Admin, otelhttp.NewHandler(ops, "admin"), true)
-}
-
-// openStore opens PostgreSQL when OBB_DATABASE_URL says so, else SQLite
-// in the data dir.
-func openStore(ctx context.Context, cfg config.Config) (inflight.Store, error) {
-	if cfg.DatabaseURL != "" {
-		return inflight.OpenPostgres(ctx, cfg.DatabaseURL)
-	}
-	return inflight.OpenSQLite(ctx, filepath.Join(cfg.DataDir, "obb.db"))
 }
 
 func logLimits(cfg config.Config) hub.Limits {

@@ -61,6 +61,13 @@ type Config struct {
 	// ShutdownGrace is how long a stopping builder (SIGTERM) lets running
 	// builds finish before it cancels them (OBB_SHUTDOWN_GRACE).
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// InstanceLease is OBB_INSTANCE_LEASE: a builder sharing the database
+	// that has not renewed its lease for this long is dead to the others,
+	// which free its host slots and settle its builds. Renewed every third.
+	InstanceLease time.Duration `yaml:"instance_lease"`
+	// Placement is OBB_PLACEMENT: "affinity" (a job goes to the host that
+	// built the fleet's service last when it has a free slot) or "spread".
+	Placement string `yaml:"placement"`
 }
 
 // TLS names the files of the services' mTLS (OBB_TLS_CA, OBB_TLS_CERT,
@@ -178,6 +185,8 @@ func Defaults() Config {
 		DataDir:       "/var/lib/obb",
 		LogLevel:      "info",
 		ShutdownGrace: time.Minute,
+		InstanceLease: 30 * time.Second,
+		Placement:     "affinity",
 		Limits: Limits{
 			MaxUploadBytes:    2 << 30,
 			MaxContextBytes:   4 << 30,
@@ -246,6 +255,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 	set(&c.AdminToken, "OBB_ADMIN_TOKEN")
 	set(&c.DatabaseURL, "OBB_DATABASE_URL")
 	set(&c.Instance, "OBB_INSTANCE_ID")
+	set(&c.Placement, "OBB_PLACEMENT")
 	set(&c.TLS.CA, "OBB_TLS_CA")
 	set(&c.TLS.Cert, "OBB_TLS_CERT")
 	set(&c.TLS.Key, "OBB_TLS_KEY")
@@ -265,6 +275,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		{"OBB_UPLOAD_TIMEOUT", &c.Limits.UploadTimeout},
 		{"OBB_UPLOAD_RATE_WINDOW", &c.Limits.UploadRateWindow},
 		{"OBB_SHUTDOWN_GRACE", &c.ShutdownGrace},
+		{"OBB_INSTANCE_LEASE", &c.InstanceLease},
 	} {
 		if v := getenv(d.key); v != "" {
 			x, err := time.ParseDuration(v)
@@ -416,6 +427,12 @@ func (c Config) Validate() error {
 	}
 	if c.BuilderToken == "" {
 		errs = append(errs, errors.New("TOKEN_AUTH_BUILDER_TOKEN: required to get registry push tokens"))
+	}
+	if c.Placement != "affinity" && c.Placement != "spread" {
+		errs = append(errs, fmt.Errorf("OBB_PLACEMENT: %q is not affinity or spread", c.Placement))
+	}
+	if c.InstanceLease < 3*time.Second {
+		errs = append(errs, fmt.Errorf("OBB_INSTANCE_LEASE: %s is too short (at least 3s; it is renewed every third)", c.InstanceLease))
 	}
 	if len(c.Hosts) == 0 {
 		errs = append(errs, errors.New("DOCKER_HOST_AMD64 or DOCKER_HOST_ARM64 (or hosts: in the config file): at least one Docker host is required"))

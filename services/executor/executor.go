@@ -151,9 +151,7 @@ func (s *Server) RunJob(req *executorv1.RunJobRequest, stream grpc.ServerStreami
 		return send(&buildv1.Event{Kind: &buildv1.Event_Log{Log: &buildv1.LogLine{Text: text, Level: level}}})
 	}
 
-	if err := info(buildv1.Level_LEVEL_INFO, "Building on "+h.Name); err != nil {
-		return err
-	}
+	// The scheduler said which host and why ("Building on ...").
 	switch {
 	case req.GetEmulated() && job.GetEmulated():
 		_ = info(buildv1.Level_LEVEL_INFO, fmt.Sprintf("Emulated build requested: building %s on %s under QEMU", job.GetArch(), h.Name))

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/open-balena-builder/builder/platform/rpc"
+	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
 )
 
@@ -54,34 +55,37 @@ func (s *Server) callerOf(ctx context.Context) (caller, error) {
 	return caller{token: tok, user: user}, nil
 }
 
-// canSee tells whether c may see b. Errors other than "no access" (the API
-// is down) are returned: the answer is unknown, not no.
-func (s *Server) canSee(ctx context.Context, c caller, b *build) (bool, error) {
+// canSee tells whether c may see a build of fleet (a slug). Errors other
+// than "no access" (the API is down) are returned: the answer is unknown,
+// not no.
+func (s *Server) canSee(ctx context.Context, c caller, fleet string) (bool, error) {
 	if c.operator {
 		return true, nil
 	}
-	return s.access.fleet(ctx, s.release, c.token, b.fleet.GetSlug())
+	return s.access.fleet(ctx, s.release, c.token, fleet)
 }
 
 // visible looks a build up for c: a build c cannot see is "not found", as
-// one that does not exist.
-func (s *Server) visible(ctx context.Context, id string) (*build, caller, error) {
+// one that does not exist. A build this builder runs (or ran lately) comes
+// back as b; one only the journal knows (another builder's, or one from
+// before a restart) as its view, with b nil.
+func (s *Server) visible(ctx context.Context, id string) (*build, *ingestv1.Build, caller, error) {
 	c, err := s.callerOf(ctx)
 	if err != nil {
-		return nil, c, err
+		return nil, nil, c, err
 	}
-	b, err := s.lookup(id)
+	b, v, err := s.find(ctx, id)
 	if err != nil {
-		return nil, c, err
+		return nil, nil, c, err
 	}
-	ok, err := s.canSee(ctx, c, b)
+	ok, err := s.canSee(ctx, c, v.GetFleet())
 	if err != nil {
-		return nil, c, err
+		return nil, nil, c, err
 	}
 	if !ok {
-		return nil, c, status.Errorf(codes.NotFound, "build %q not found", id)
+		return nil, nil, c, status.Errorf(codes.NotFound, "build %q not found", id)
 	}
-	return b, c, nil
+	return b, v, c, nil
 }
 
 // accessCache remembers positive answers of the API for accessTTL: who a

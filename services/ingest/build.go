@@ -30,6 +30,8 @@ type build struct {
 	images    map[string]*releasev1.CreatedImage
 	hub       *hub.Hub
 	created   time.Time
+	// journaled closes once the journal has the build's last event.
+	journaled <-chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc

@@ -69,31 +69,18 @@ func (s *Server) CleanDataDir(ctx context.Context) error {
 // partial, and a user whose push broke sees it end at once and pushes
 // again.
 func (s *Server) Recover(ctx context.Context) (int, error) {
-	if s.cfg.InFlight == nil {
+	if s.cfg.InFlight == nil && s.cfg.Journal == nil {
 		return 0, nil
 	}
-	records, err := s.cfg.InFlight.InFlight(ctx, s.cfg.Instance)
-	if err != nil {
-		return 0, err
-	}
-	var errs []error
-	settled := 0
-	for _, r := range records {
-		if err := s.settle(ctx, r); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		settled++
-	}
-	return settled, errors.Join(errs...)
+	return s.settleOwner(ctx, s.cfg.Instance, Restarted)
 }
 
-func (s *Server) settle(ctx context.Context, r inflight.Record) error {
+func (s *Server) settle(ctx context.Context, r inflight.Record, why string) error {
 	wait := grpc.WaitForReady(true)
 	for _, id := range r.ImageIDs {
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		_, err := s.release.FinishImage(cctx, &releasev1.FinishImageRequest{UserToken: r.UserToken, ImageId: id,
-			Status: releasev1.Status_STATUS_FAILED, ErrorMessage: Restarted}, wait)
+			Status: releasev1.Status_STATUS_FAILED, ErrorMessage: why}, wait)
 		cancel()
 		if err != nil {
 			return passOn(err)
@@ -110,7 +97,7 @@ func (s *Server) settle(ctx context.Context, r inflight.Record) error {
 			return err
 		}
 	}
-	s.log.Warn("settled a build the last run left", "build", r.BuildID, "release", r.ReleaseID, "status", "failed", "why", Restarted)
+	s.log.Warn("settled a build left running", "build", r.BuildID, "release", r.ReleaseID, "owner", r.Owner, "status", "failed", "why", why)
 	return s.cfg.InFlight.End(ctx, r.BuildID)
 }
 

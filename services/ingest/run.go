@@ -50,6 +50,13 @@ func (s *Server) run(b *build, spec *ingestv1.BuildSpec) {
 	b.mu.Unlock()
 	b.hub.Publish(&buildv1.Event{BuildId: b.id, Kind: &buildv1.Event_Finished{Finished: &buildv1.BuildFinished{State: final, Error: why}}})
 	b.hub.Close()
+	if b.journaled != nil {
+		select {
+		case <-b.journaled:
+		case <-time.After(time.Minute):
+			s.log.Warn("the journal is slow: a build's last events may be missing there", "build", b.id)
+		}
+	}
 	s.metrics.ended(final, time.Since(start))
 	s.log.Info("build finished", "build", b.id, "state", final.String(), "duration", time.Since(start).Round(time.Millisecond))
 }

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -31,6 +30,7 @@ import (
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
 	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 	"github.com/open-balena-builder/builder/services/ingest/inflight"
+	"github.com/open-balena-builder/builder/services/ingest/journal"
 	"github.com/open-balena-builder/builder/services/ingest/project"
 	"github.com/open-balena-builder/builder/services/ingest/upload"
 )
@@ -55,9 +55,17 @@ type Config struct {
 	// InFlight keeps the running builds on disk, so that a restarted
 	// builder settles what a killed one left (nil: not kept).
 	InFlight inflight.Store
-	// Instance names this builder in InFlight (several may share one
-	// database); it must stay the same across restarts.
+	// Instance names this builder in InFlight and Journal (several may
+	// share one database); it must stay the same across restarts.
 	Instance string
+	// Journal keeps every build's view and log where every builder
+	// sharing the database reads them (nil: this builder's, in memory).
+	Journal journal.Store
+	// Shared says other builders use the journal too: this one looks for
+	// their cancel requests (CancelPoll) and settles the builds of those
+	// whose lease expired.
+	Shared     bool
+	CancelPoll time.Duration
 	// OperatorToken lets its bearer see and cancel every build (the admin
 	// listener forwards it); empty: nobody is an operator here.
 	OperatorToken string
@@ -297,6 +305,12 @@ func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[in
 		s.abandon(b, "the builder could not record the build on its disk")
 		return nil, status.Errorf(codes.Internal, "the builder could not record the build: %v", err)
 	}
+	if b.journaled, err = s.startJournal(context.WithoutCancel(ctx), b); err != nil {
+		s.forgetInFlight(b.id)
+		s.builds.Finish(b.id)
+		s.abandon(b, "the builder could not record the build in its database")
+		return nil, status.Errorf(codes.Internal, "the builder could not record the build: %v", err)
+	}
 	s.running.Add(1)
 	go func() {
 		defer s.running.Done()
@@ -329,14 +343,15 @@ func (s *Server) lookup(id string) (*build, error) {
 
 // GetBuild returns one build the caller may see.
 func (s *Server) GetBuild(ctx context.Context, req *ingestv1.GetBuildRequest) (*ingestv1.GetBuildResponse, error) {
-	b, _, err := s.visible(ctx, req.GetBuildId())
+	_, v, _, err := s.visible(ctx, req.GetBuildId())
 	if err != nil {
 		return nil, err
 	}
-	return &ingestv1.GetBuildResponse{Build: b.view()}, nil
+	return &ingestv1.GetBuildResponse{Build: v}, nil
 }
 
-// ListBuilds returns the builds the caller may see, newest first.
+// ListBuilds returns the builds the caller may see, newest first: this
+// builder's and, with a journal, those of every builder sharing it.
 func (s *Server) ListBuilds(ctx context.Context, req *ingestv1.ListBuildsRequest) (*ingestv1.ListBuildsResponse, error) {
 	c, err := s.callerOf(ctx)
 	if err != nil {
@@ -346,19 +361,21 @@ func (s *Server) ListBuilds(ctx context.Context, req *ingestv1.ListBuildsRequest
 	if limit <= 0 {
 		limit = 50
 	}
-	all := s.builds.All()
-	sort.Slice(all, func(i, j int) bool { return all[i].releaseID > all[j].releaseID })
+	all, err := s.allViews(ctx, limit)
+	if err != nil {
+		return nil, err
+	}
 	resp := &ingestv1.ListBuildsResponse{}
-	for _, b := range all {
+	for _, v := range all {
 		if len(resp.Builds) == limit {
 			break
 		}
-		ok, err := s.canSee(ctx, c, b)
+		ok, err := s.canSee(ctx, c, v.GetFleet())
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			resp.Builds = append(resp.Builds, b.view())
+			resp.Builds = append(resp.Builds, v)
 		}
 	}
 	return resp, nil
@@ -366,24 +383,35 @@ func (s *Server) ListBuilds(ctx context.Context, req *ingestv1.ListBuildsRequest
 
 // WatchBuild replays a build's events and follows them to the end.
 func (s *Server) WatchBuild(req *ingestv1.WatchBuildRequest, stream grpc.ServerStreamingServer[ingestv1.WatchBuildResponse]) error {
-	b, _, err := s.visible(stream.Context(), req.GetBuildId())
+	b, _, _, err := s.visible(stream.Context(), req.GetBuildId())
 	if err != nil {
 		return err
 	}
-	return b.hub.Watch(stream.Context(), func(e *buildv1.Event) error {
+	send := func(e *buildv1.Event) error {
 		return stream.Send(&ingestv1.WatchBuildResponse{Event: e})
-	})
+	}
+	if b == nil {
+		return s.followJournal(stream.Context(), req.GetBuildId(), send)
+	}
+	return b.hub.Watch(stream.Context(), send)
 }
 
 // CancelBuild stops a build; its release ends cancelled. The log says who
-// cancelled it.
+// cancelled it. A build another builder runs gets the request through the
+// journal; that builder cancels it within a second.
 func (s *Server) CancelBuild(ctx context.Context, req *ingestv1.CancelBuildRequest) (*ingestv1.CancelBuildResponse, error) {
-	b, c, err := s.visible(ctx, req.GetBuildId())
+	b, v, c, err := s.visible(ctx, req.GetBuildId())
 	if err != nil {
 		return nil, err
 	}
 	why := cancelText(c, req.GetReason())
-	s.log.Info("build cancelled", "build", b.id, "by", why)
+	s.log.Info("build cancelled", "build", req.GetBuildId(), "by", why, "here", b != nil)
+	if b == nil {
+		if _, err := s.cfg.Journal.RequestCancel(ctx, req.GetBuildId(), why); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "cannot reach the builder running this build: %v", err)
+		}
+		return &ingestv1.CancelBuildResponse{Build: v}, nil
+	}
 	b.cancel(errCancelled(why))
 	return &ingestv1.CancelBuildResponse{Build: b.view()}, nil
 }

@@ -40,11 +40,17 @@ func (s *Server) placeAndRun(b *build, j *buildv1.Job) (string, buildv1.JobState
 	key := j.GetFleet() + "/" + j.GetService()
 	var p placement
 	warned := false
+	var poll <-chan time.Time
+	if s.cfg.Poll > 0 {
+		t := time.NewTicker(s.cfg.Poll)
+		defer t.Stop()
+		poll = t.C
+	}
 	for {
 		freed := s.freedChan()
 		var ok bool
 		var err error
-		p, ok, err = s.pool.place(j.GetArch(), j.GetEmulated(), key)
+		p, ok, err = s.place(b.ctx, j, key)
 		if err != nil {
 			s.stopWaiting(warned)
 			return s.endJob(b, j, buildv1.JobState_JOB_STATE_FAILED, "", err.Error())
@@ -63,18 +69,92 @@ func (s *Server) placeAndRun(b *build, j *buildv1.Job) (string, buildv1.JobState
 			s.stopWaiting(warned)
 			return s.endJob(b, j, stateFor(b.ctx), "", causeText(b.ctx))
 		case <-freed:
+		case <-poll:
 		}
 	}
-	defer s.wake()
+	defer s.giveBack(j, p.host)
 
 	b.hub.Publish(jobEvent(j, &buildv1.JobUpdate{State: buildv1.JobState_JOB_STATE_RUNNING, Host: p.host, Emulated: p.emulated}))
+	b.hub.Publish(logEvent(j, buildv1.Level_LEVEL_INFO, p.why))
 	result, failure, state := s.execute(b, j, p)
-	s.pool.release(p.host, key, state == buildv1.JobState_JOB_STATE_SUCCEEDED)
+	if state == buildv1.JobState_JOB_STATE_SUCCEEDED {
+		if err := s.ledger.Remember(context.WithoutCancel(b.ctx), key, p.host); err != nil {
+			s.log.Warn("cannot record cache affinity", "job", j.GetJobId(), "error", err)
+		}
+	}
 	if state == buildv1.JobState_JOB_STATE_SUCCEEDED {
 		b.hub.Publish(jobEvent(j, &buildv1.JobUpdate{State: state, Host: p.host, Emulated: p.emulated, Result: result}))
 		return "", state
 	}
 	return s.endJob(b, j, state, p.host, failure)
+}
+
+// place takes a slot for j on the best host that has one. ok=false: the
+// suitable hosts are all busy (the job waits).
+func (s *Server) place(ctx context.Context, j *buildv1.Job, key string) (placement, bool, error) {
+	last := ""
+	if s.cfg.Placement == PlaceAffinity {
+		var err error
+		if last, err = s.ledger.Last(ctx, key); err != nil {
+			s.log.Warn("cannot read cache affinity", "job", j.GetJobId(), "error", err)
+		}
+	}
+	o, err := s.pool.candidates(j.GetArch(), j.GetEmulated(), s.cfg.Placement, last)
+	if err != nil {
+		return placement{}, false, err
+	}
+	host, err := s.ledger.Take(ctx, j.GetJobId(), o.names())
+	if err != nil {
+		s.log.Warn("cannot take a host slot: retrying", "job", j.GetJobId(), "error", err)
+		return placement{}, false, nil
+	}
+	if host == "" {
+		return placement{}, false, nil
+	}
+	s.pool.took(host)
+	for _, c := range o.cands {
+		if c.h.info.GetName() == host {
+			return placement{host: host, executor: c.h.info.GetExecutorAddress(), emulated: c.emulated,
+				why: s.why(j, key, host, o)}, true, nil
+		}
+	}
+	return placement{}, false, fmt.Errorf("the ledger placed job %s on %s, which is not a candidate", j.GetJobId(), host)
+}
+
+// why says, for the build log, why a job went to host.
+func (s *Server) why(j *buildv1.Job, key, host string, o offer) string {
+	switch {
+	case s.cfg.Placement == PlaceSpread:
+		return fmt.Sprintf("Building on %s: spread placement (OBB_PLACEMENT=spread)", host)
+	case host == o.last:
+		return fmt.Sprintf("Building on %s: it built %s last, its cache is warm", host, key)
+	case len(o.cands) == 1:
+		return fmt.Sprintf("Building on %s: the only host that builds %s", host, j.GetArch())
+	}
+	n := max(o.free, 1)
+	plural := "s"
+	if n == 1 {
+		plural = ""
+	}
+	switch {
+	case o.last != "" && o.lastCand:
+		return fmt.Sprintf("Building on %s: least loaded of %d free host%s (%s built %s last but is busy)", host, n, plural, o.last, key)
+	case o.last != "":
+		return fmt.Sprintf("Building on %s: least loaded of %d free host%s (%s built %s last but is not available)", host, n, plural, o.last, key)
+	}
+	return fmt.Sprintf("Building on %s: least loaded of %d free host%s", host, n, plural)
+}
+
+// giveBack returns a job's slot and wakes the jobs waiting for one.
+func (s *Server) giveBack(j *buildv1.Job, host string) {
+	s.pool.gave(host)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.ledger.Give(ctx, j.GetJobId()); err != nil {
+		// Reclaimed when this builder restarts; meanwhile one slot is lost.
+		s.log.Error("cannot give a host slot back", "job", j.GetJobId(), "host", host, "error", err)
+	}
+	s.wake()
 }
 
 // stopWaiting takes a job that waited out of the waiting count.
@@ -152,4 +232,22 @@ func causeText(ctx context.Context) string {
 		return c.Error()
 	}
 	return "cancelled"
+}
+
+// Place is the placement step alone: it takes a slot for j as a build
+// would (affinity, ledger) and returns the host, or ok=false when every
+// suitable host is busy. Done gives the slot back. For benchmarks and
+// tools; builds go through SubmitBuild.
+func (s *Server) Place(ctx context.Context, j *buildv1.Job) (host, why string, ok bool, err error) {
+	p, ok, err := s.place(ctx, j, j.GetFleet()+"/"+j.GetService())
+	return p.host, p.why, ok, err
+}
+
+// Done gives back the slot Place took for j on host; succeeded records the
+// host for cache affinity.
+func (s *Server) Done(j *buildv1.Job, host string, succeeded bool) {
+	if succeeded {
+		_ = s.ledger.Remember(context.Background(), j.GetFleet()+"/"+j.GetService(), host)
+	}
+	s.giveBack(j, host)
 }

@@ -17,9 +17,10 @@ const heartbeatTimeout = 45 * time.Second
 // host is the scheduler's view of one Docker host.
 type host struct {
 	info     *schedulerv1.Host
-	running  int
+	running  int // slots in use (this builder's, or all builders' since the last sync)
 	draining bool
 	lastSeen time.Time
+	given    time.Time // when this builder last placed a job here
 }
 
 func (h *host) healthy(now time.Time) bool {
@@ -42,23 +43,34 @@ func firstLine(s, def string) string {
 	return line
 }
 
-// placement is where a job goes.
+// placement is where a job goes, and why there.
 type placement struct {
 	host     string
 	executor string
 	emulated bool
+	why      string
 }
 
-// pool is the set of hosts, their load and the cache-affinity memory.
+// Placement modes (OBB_PLACEMENT).
+const (
+	// PlaceAffinity sends a job to the host that built the fleet's service
+	// last when it has a free slot, else to the least loaded.
+	PlaceAffinity = "affinity"
+	// PlaceSpread ignores affinity: least loaded, then the host given a
+	// job longest ago (round robin).
+	PlaceSpread = "spread"
+)
+
+// pool is the set of hosts as this builder sees them: health from executor
+// heartbeats, load from its ledger.
 type pool struct {
-	mu       sync.Mutex
-	hosts    map[string]*host
-	affinity map[string]string // fleet/service -> host that built it last
-	now      func() time.Time
+	mu    sync.Mutex
+	hosts map[string]*host
+	now   func() time.Time
 }
 
 func newPool(now func() time.Time) *pool {
-	return &pool{hosts: map[string]*host{}, affinity: map[string]string{}, now: now}
+	return &pool{hosts: map[string]*host{}, now: now}
 }
 
 // register adds or refreshes hosts (executor heartbeat).
@@ -93,22 +105,38 @@ func (e errNoHost) Error() string {
 	return fmt.Sprintf("no Docker host builds %s, natively or emulated: add one (DOCKER_HOST_ARM64, DOCKER_HOST_AMD64 or hosts: in the config file)", e.arch)
 }
 
-// place picks a host for a job and takes a slot on it. It returns ok=false
-// when suitable hosts exist but are all busy (the job waits), and an
-// errNoHost when none can build the architecture at all.
-//
-// Order: architecture first (native unless the user asked for emulation;
-// the other kind only when no host of the preferred kind is in the pool),
-// then a free slot, then cache affinity (the host that built this fleet's
-// service last), then least loaded, then name.
-func (p *pool) place(arch string, wantEmulated bool, affinityKey string) (placement, bool, error) {
+// offer is the ordered list of hosts a job may take a slot on.
+type offer struct {
+	cands    []cand
+	last     string // the host that built the job's service last
+	lastCand bool   // ... and it is one of cands
+	free     int    // cands with a free slot as far as this builder knows
+}
+
+type cand struct {
+	h        *host
+	emulated bool
+}
+
+func (o offer) names() []string {
+	out := make([]string, len(o.cands))
+	for i, c := range o.cands {
+		out[i] = c.h.info.GetName()
+	}
+	return out
+}
+
+// candidates orders the hosts that may take a job: architecture first
+// (native unless the user asked for emulation; the other kind only when no
+// host of the preferred kind is in the pool), then a free slot, then, by
+// mode, cache affinity (the host that built this fleet's service last,
+// last) or the host given a job longest ago, then least loaded, then name.
+// It returns an errNoHost when no host can ever build the architecture and
+// an errUnreachable when every one is unhealthy.
+func (p *pool) candidates(arch string, wantEmulated bool, mode, last string) (offer, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
-	type cand struct {
-		h        *host
-		emulated bool
-	}
 	var cands []cand
 	var problems []string
 	exists, draining := false, false
@@ -130,66 +158,96 @@ func (p *pool) place(arch string, wantEmulated bool, affinityKey string) (placem
 		}
 	}
 	if !exists {
-		return placement{}, false, errNoHost{arch: arch}
+		return offer{}, errNoHost{arch: arch}
 	}
 	if len(cands) == 0 && !draining {
 		// Waiting would only end at the build timeout: say what is wrong now.
-		return placement{}, false, errUnreachable{arch: arch, problems: problems}
+		return offer{}, errUnreachable{arch: arch, problems: problems}
 	}
 	// The preferred kind (native, or emulated when asked) takes the job
 	// whenever such a host is in the pool, even busy: the job waits for it
 	// rather than being built the other way.
-	preferred := slices.ContainsFunc(cands, func(c cand) bool { return c.emulated == wantEmulated })
-	if preferred {
+	if slices.ContainsFunc(cands, func(c cand) bool { return c.emulated == wantEmulated }) {
 		cands = slices.DeleteFunc(cands, func(c cand) bool { return c.emulated != wantEmulated })
 	}
-	last := p.affinity[affinityKey]
-	sort.Slice(cands, func(i, j int) bool {
-		a, b := cands[i], cands[j]
-		af, bf := a.h.free() > 0, b.h.free() > 0
+	if mode == PlaceSpread {
+		last = ""
+	}
+	sort.SliceStable(cands, func(i, j int) bool {
+		a, b := cands[i].h, cands[j].h
+		af, bf := a.free() > 0, b.free() > 0
 		if af != bf {
 			return af
 		}
-		if (a.h.info.GetName() == last) != (b.h.info.GetName() == last) {
-			return a.h.info.GetName() == last
+		if (a.info.GetName() == last) != (b.info.GetName() == last) {
+			return a.info.GetName() == last
 		}
-		if a.h.running != b.h.running {
-			return a.h.running < b.h.running
+		if a.running != b.running {
+			return a.running < b.running
 		}
-		return a.h.info.GetName() < b.h.info.GetName()
+		if mode == PlaceSpread && !a.given.Equal(b.given) {
+			return a.given.Before(b.given)
+		}
+		return a.info.GetName() < b.info.GetName()
 	})
+	o := offer{cands: cands, last: last}
 	for _, c := range cands {
 		if c.h.free() > 0 {
-			c.h.running++
-			return placement{host: c.h.info.GetName(), executor: c.h.info.GetExecutorAddress(), emulated: c.emulated}, true, nil
+			o.free++
+		}
+		if c.h.info.GetName() == last {
+			o.lastCand = true
 		}
 	}
-	return placement{}, false, nil
+	return o, nil
+}
+
+// took records that this builder placed a job on host.
+func (p *pool) took(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if h, ok := p.hosts[name]; ok {
+		h.running++
+		h.given = p.now()
+	}
 }
 
 func (h *host) free() int { return int(h.info.GetMaxConcurrent()) - h.running }
 
-// release gives a slot back and remembers the host for cache affinity.
-func (p *pool) release(hostName, affinityKey string, succeeded bool) {
+// gave records that a job of this builder left host.
+func (p *pool) gave(name string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if h, ok := p.hosts[hostName]; ok && h.running > 0 {
+	if h, ok := p.hosts[name]; ok && h.running > 0 {
 		h.running--
-	}
-	if succeeded {
-		p.affinity[affinityKey] = hostName
 	}
 }
 
-func (p *pool) setDraining(name string, draining bool) (*schedulerv1.Host, error) {
+// sync takes the ledger's view: slots in use by every builder, drain marks.
+func (p *pool) sync(load map[string]Load) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	h, ok := p.hosts[name]
-	if !ok {
-		return nil, fmt.Errorf("host %q is not registered (known: %s)", name, strings.Join(p.namesLocked(), ", "))
+	for name, l := range load {
+		if h, ok := p.hosts[name]; ok {
+			h.running, h.draining = l.Running, l.Draining
+		}
 	}
-	h.draining = draining
-	return p.viewLocked(h), nil
+}
+
+// known returns an error naming the registered hosts if name is not one.
+func (p *pool) known(name string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.hosts[name]; !ok {
+		return fmt.Errorf("host %q is not registered (known: %s)", name, strings.Join(p.namesLocked(), ", "))
+	}
+	return nil
+}
+
+func (p *pool) view(name string) *schedulerv1.Host {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.viewLocked(p.hosts[name])
 }
 
 func (p *pool) list() []*schedulerv1.Host {

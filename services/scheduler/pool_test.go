@@ -1,18 +1,63 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 )
 
-func testPool(hosts ...*schedulerv1.Host) *pool {
-	p := newPool(time.Now)
-	p.register(hosts)
-	return p
+// placer is a scheduler reduced to its pool and an in-memory ledger.
+type placer struct {
+	*Server
+	n    int
+	jobs map[string]*buildv1.Job // host → last job placed there
+}
+
+func testPool(hosts ...*schedulerv1.Host) *placer {
+	return testPoolAt(newPool(time.Now), PlaceAffinity, hosts...)
+}
+
+func testPoolAt(p *pool, mode string, hosts ...*schedulerv1.Host) *placer {
+	s := &Server{cfg: Config{Placement: mode}, ledger: NewMemoryLedger("test"), pool: p, log: slog.New(slog.DiscardHandler), freed: make(chan struct{})}
+	s.register(hosts...)
+	return &placer{Server: s, jobs: map[string]*buildv1.Job{}}
+}
+
+func (s *Server) register(hosts ...*schedulerv1.Host) {
+	if _, err := s.RegisterHosts(context.Background(), &schedulerv1.RegisterHostsRequest{Hosts: hosts}); err != nil {
+		panic(err)
+	}
+}
+
+// place places a job of key (fleet/service) for arch.
+func (p *placer) place(arch string, emulated bool, key string) (placement, bool, error) {
+	p.n++
+	fleet, svc, _ := strings.Cut(key, "/")
+	j := &buildv1.Job{JobId: fmt.Sprintf("job-%d", p.n), Fleet: fleet, Service: svc, Arch: arch, Emulated: emulated}
+	pl, ok, err := p.Server.place(context.Background(), j, key)
+	if ok {
+		p.jobs[pl.host] = j
+	}
+	return pl, ok, err
+}
+
+// release ends the last job placed on host; succeeded records affinity.
+func (p *placer) release(host, key string, succeeded bool) {
+	p.giveBack(p.jobs[host], host)
+	if succeeded {
+		p.ledger.Remember(context.Background(), key, host)
+	}
+}
+
+func (p *placer) setDraining(name string, draining bool) (*schedulerv1.DrainHostResponse, error) {
+	return p.Server.setDraining(context.Background(), name, draining)
 }
 
 func h(name string, native, emulated []string, slots int32) *schedulerv1.Host {
@@ -104,15 +149,14 @@ func TestPlaceSlotsDrainAffinity(t *testing.T) {
 
 func TestPlaceSkipsStaleHosts(t *testing.T) {
 	now := time.Now()
-	p := newPool(func() time.Time { return now })
-	p.register([]*schedulerv1.Host{h("a", amd, nil, 1)})
+	p := testPoolAt(newPool(func() time.Time { return now }), PlaceAffinity, h("a", amd, nil, 1))
 	now = now.Add(2 * heartbeatTimeout)
 	_, ok, err := p.place("amd64", false, "k")
 	var ur errUnreachable
 	if ok || !errors.As(err, &ur) || !strings.Contains(err.Error(), "has not reported") {
 		t.Fatalf("stale host: ok=%v err=%v, want errUnreachable", ok, err)
 	}
-	if v := p.list()[0]; v.Healthy {
+	if v := p.pool.list()[0]; v.Healthy {
 		t.Error("stale host listed healthy")
 	}
 }
@@ -127,20 +171,75 @@ func TestPlaceUnhealthyHosts(t *testing.T) {
 	}
 	p.release("amd", "k", true)
 	// With no healthy host left, the error names the host and its problem.
-	p.register([]*schedulerv1.Host{func() *schedulerv1.Host {
+	p.register(func() *schedulerv1.Host {
 		x := h("amd", amd, arm, 1)
 		x.Healthy = false
 		x.HealthMessage = "dead"
 		return x
-	}()})
+	}())
 	_, _, err := p.place("aarch64", false, "k")
 	if err == nil || !strings.Contains(err.Error(), "arm: Cannot connect to the Docker daemon at tcp://10.0.0.2:2375") || strings.Contains(err.Error(), "more") || !strings.Contains(err.Error(), "amd: dead") {
 		t.Fatalf("err = %v", err)
 	}
 	// A draining host is a reason to wait, not to fail.
-	p.register([]*schedulerv1.Host{h("amd", amd, arm, 1)})
+	p.register(h("amd", amd, arm, 1))
 	p.setDraining("amd", true)
 	if _, ok, err := p.place("aarch64", false, "k"); ok || err != nil {
 		t.Fatalf("with only a draining host: ok=%v err=%v, want wait", ok, err)
+	}
+}
+
+func TestPlacementSaysWhy(t *testing.T) {
+	p := testPool(h("a", amd, nil, 1), h("b", amd, nil, 1), h("c", amd, nil, 1))
+	first, _, _ := p.place("amd64", false, "org/f/main")
+	if first.host != "a" || first.why != "Building on a: least loaded of 3 free hosts" {
+		t.Errorf("first placement: %+v", first)
+	}
+	p.release("a", "org/f/main", true)
+	again, _, _ := p.place("amd64", false, "org/f/main")
+	if again.host != "a" || again.why != "Building on a: it built org/f/main last, its cache is warm" {
+		t.Errorf("re-push: %+v", again)
+	}
+	// a is busy now: the next build of the same service goes elsewhere and says so.
+	busy, _, _ := p.place("amd64", false, "org/f/main")
+	if busy.host != "b" || busy.why != "Building on b: least loaded of 2 free hosts (a built org/f/main last but is busy)" {
+		t.Errorf("affine host busy: %+v", busy)
+	}
+	p.release("a", "org/f/main", false)
+	if _, err := p.setDraining("a", true); err != nil {
+		t.Fatal(err)
+	}
+	gone, _, _ := p.place("amd64", false, "org/f/main")
+	if gone.host != "c" || gone.why != "Building on c: least loaded of 1 free host (a built org/f/main last but is not available)" {
+		t.Errorf("affine host drained: %+v", gone)
+	}
+	only := testPool(h("solo", amd, nil, 2))
+	if pl, _, _ := only.place("amd64", false, "org/g/main"); pl.why != "Building on solo: the only host that builds amd64" {
+		t.Errorf("one host: %+v", pl)
+	}
+}
+
+func TestSpreadIgnoresAffinity(t *testing.T) {
+	p := testPoolAt(newPool(time.Now), PlaceSpread, h("a", amd, nil, 1), h("b", amd, nil, 1), h("c", amd, nil, 1))
+	var got []string
+	for range 4 {
+		pl, ok, err := p.place("amd64", false, "org/f/main")
+		if !ok || err != nil {
+			t.Fatalf("ok=%v err=%v", ok, err)
+		}
+		if pl.why != "Building on "+pl.host+": spread placement (OBB_PLACEMENT=spread)" {
+			t.Errorf("why = %q", pl.why)
+		}
+		got = append(got, pl.host)
+		p.release(pl.host, "org/f/main", true)
+	}
+	if strings.Join(got, ",") != "a,b,c,a" {
+		t.Errorf("unchanged re-pushes went to %v, want a round robin a,b,c,a", got)
+	}
+}
+
+func TestUnknownPlacementIsRefused(t *testing.T) {
+	if _, err := New(Config{Placement: "random"}, nil, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "affinity") {
+		t.Errorf("err = %v", err)
 	}
 }

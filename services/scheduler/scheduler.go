@@ -38,6 +38,16 @@ type Config struct {
 	Meter metric.Meter
 	// LogLimits bound a build's log kept for watchers.
 	LogLimits hub.Limits
+	// Ledger keeps host slots, drain marks and cache affinity; nil: in
+	// memory, for this builder alone.
+	Ledger Ledger
+	// Instance names this builder in the ledger.
+	Instance string
+	// Placement is PlaceAffinity (default) or PlaceSpread.
+	Placement string
+	// Poll is how often a waiting job looks for a slot another builder
+	// freed (a shared ledger); 0: only when this builder frees one.
+	Poll time.Duration
 }
 
 // Server implements schedulerv1.SchedulerServiceServer.
@@ -45,6 +55,7 @@ type Server struct {
 	schedulerv1.UnimplementedSchedulerServiceServer
 
 	cfg     Config
+	ledger  Ledger
 	log     *slog.Logger
 	dial    ExecutorDialer
 	pool    *pool
@@ -65,12 +76,22 @@ func New(cfg Config, dial ExecutorDialer, logger *slog.Logger) (*Server, error) 
 	if cfg.KeepBuilds <= 0 {
 		cfg.KeepBuilds = 500
 	}
+	switch cfg.Placement {
+	case "":
+		cfg.Placement = PlaceAffinity
+	case PlaceAffinity, PlaceSpread:
+	default:
+		return nil, fmt.Errorf("placement %q: want %s or %s", cfg.Placement, PlaceAffinity, PlaceSpread)
+	}
+	if cfg.Ledger == nil {
+		cfg.Ledger = NewMemoryLedger(cfg.Instance)
+	}
 	p := newPool(time.Now)
 	m, err := newMetrics(cfg.Meter, p)
 	if err != nil {
 		return nil, fmt.Errorf("scheduler metrics: %w", err)
 	}
-	return &Server{cfg: cfg, log: logger, dial: dial, pool: p, metrics: m, tickets: newTickets(),
+	return &Server{cfg: cfg, ledger: cfg.Ledger, log: logger, dial: dial, pool: p, metrics: m, tickets: newTickets(),
 		builds: recent.New[*build](cfg.KeepBuilds), freed: make(chan struct{})}, nil
 }
 
@@ -138,42 +159,111 @@ func (s *Server) CancelBuild(_ context.Context, req *schedulerv1.CancelBuildRequ
 	return &schedulerv1.CancelBuildResponse{}, nil
 }
 
-// ListHosts shows the host pool.
-func (s *Server) ListHosts(context.Context, *schedulerv1.ListHostsRequest) (*schedulerv1.ListHostsResponse, error) {
+// ListHosts shows the host pool, with the slots every builder sharing the
+// ledger uses.
+func (s *Server) ListHosts(ctx context.Context, _ *schedulerv1.ListHostsRequest) (*schedulerv1.ListHostsResponse, error) {
+	if err := s.syncPool(ctx); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "host state: %v", err)
+	}
 	return &schedulerv1.ListHostsResponse{Hosts: s.pool.list()}, nil
 }
 
-// DrainHost stops placing jobs on a host; running jobs finish.
-func (s *Server) DrainHost(_ context.Context, req *schedulerv1.DrainHostRequest) (*schedulerv1.DrainHostResponse, error) {
-	h, err := s.pool.setDraining(req.GetName(), true)
-	if err != nil {
-		return nil, status.Error(codes.NotFound, err.Error())
-	}
-	s.log.Info("host draining", "host", req.GetName())
-	return &schedulerv1.DrainHostResponse{Host: h}, nil
+// DrainHost stops placing jobs on a host (for every builder sharing the
+// ledger); running jobs finish.
+func (s *Server) DrainHost(ctx context.Context, req *schedulerv1.DrainHostRequest) (*schedulerv1.DrainHostResponse, error) {
+	return s.setDraining(ctx, req.GetName(), true)
 }
 
 // ResumeHost puts a drained host back in the pool.
-func (s *Server) ResumeHost(_ context.Context, req *schedulerv1.ResumeHostRequest) (*schedulerv1.ResumeHostResponse, error) {
-	h, err := s.pool.setDraining(req.GetName(), false)
+func (s *Server) ResumeHost(ctx context.Context, req *schedulerv1.ResumeHostRequest) (*schedulerv1.ResumeHostResponse, error) {
+	resp, err := s.setDraining(ctx, req.GetName(), false)
 	if err != nil {
+		return nil, err
+	}
+	s.wake()
+	return &schedulerv1.ResumeHostResponse{Host: resp.GetHost()}, nil
+}
+
+func (s *Server) setDraining(ctx context.Context, name string, draining bool) (*schedulerv1.DrainHostResponse, error) {
+	if err := s.pool.known(name); err != nil {
 		return nil, status.Error(codes.NotFound, err.Error())
 	}
-	s.log.Info("host resumed", "host", req.GetName())
-	s.wake()
-	return &schedulerv1.ResumeHostResponse{Host: h}, nil
+	if err := s.ledger.SetDraining(ctx, name, draining); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "host state: %v", err)
+	}
+	if err := s.syncPool(ctx); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "host state: %v", err)
+	}
+	s.log.Info("host state changed", "host", name, "draining", draining)
+	return &schedulerv1.DrainHostResponse{Host: s.pool.view(name)}, nil
 }
 
 // RegisterHosts records an executor's hosts (also its heartbeat).
-func (s *Server) RegisterHosts(_ context.Context, req *schedulerv1.RegisterHostsRequest) (*schedulerv1.RegisterHostsResponse, error) {
+func (s *Server) RegisterHosts(ctx context.Context, req *schedulerv1.RegisterHostsRequest) (*schedulerv1.RegisterHostsResponse, error) {
+	slots := make([]Slots, 0, len(req.GetHosts()))
 	for _, h := range req.GetHosts() {
 		if h.GetName() == "" || h.GetExecutorAddress() == "" {
 			return nil, status.Error(codes.InvalidArgument, "every host needs a name and an executor_address")
 		}
+		slots = append(slots, Slots{Host: h.GetName(), Max: int(h.GetMaxConcurrent())})
+	}
+	if err := s.ledger.Register(ctx, slots); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "host state: %v", err)
 	}
 	s.pool.register(req.GetHosts())
+	if err := s.syncPool(ctx); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "host state: %v", err)
+	}
 	s.wake()
 	return &schedulerv1.RegisterHostsResponse{}, nil
+}
+
+// syncPool loads the ledger's slots and drain marks into the pool.
+func (s *Server) syncPool(ctx context.Context) error {
+	load, err := s.ledger.Load(ctx)
+	if err != nil {
+		return err
+	}
+	s.pool.sync(load)
+	return nil
+}
+
+// Leases are the instance heartbeats of builders sharing a ledger.
+type Leases interface {
+	Beat(ctx context.Context, instance string) error
+	Live(ctx context.Context, lease time.Duration) ([]string, error)
+}
+
+// Maintain keeps this builder's lease and gives back the slots of builders
+// whose lease expired (killed, or cut off from the database), every third of
+// lease, until ctx ends. It first frees what an earlier run of this
+// instance held: nothing of it runs any more.
+func (s *Server) Maintain(ctx context.Context, leases Leases, lease time.Duration) {
+	if n, err := s.ledger.FreeInstance(ctx, s.cfg.Instance); err != nil {
+		s.log.Error("cannot free the slots of this builder's last run", "error", err)
+	} else if n > 0 {
+		s.log.Warn("freed the host slots this builder's last run held", "slots", n)
+	}
+	t := time.NewTicker(lease / 3)
+	defer t.Stop()
+	for {
+		if err := leases.Beat(ctx, s.cfg.Instance); err != nil && ctx.Err() == nil {
+			s.log.Error("cannot renew this builder's lease", "error", err)
+		}
+		if live, err := leases.Live(ctx, lease); err == nil {
+			if n, err := s.ledger.Reclaim(ctx, live); err != nil {
+				s.log.Error("cannot reclaim the slots of stopped builders", "error", err)
+			} else if n > 0 {
+				s.log.Warn("reclaimed the host slots of builders whose lease expired", "slots", n)
+				s.wake()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (s *Server) build(id string) (*build, error) {

@@ -3,7 +3,7 @@ package inflight
 import "strconv"
 
 // SetSchemaVersion sets a SQLite store's schema version (for tests).
-func SetSchemaVersion(s *SQLite, v int) error {
+func SetSchemaVersion(s *SQL, v int) error {
 	_, err := s.db.Exec(`PRAGMA user_version = ` + strconv.Itoa(v))
 	return err
 }

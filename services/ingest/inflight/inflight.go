@@ -39,5 +39,9 @@ type Store interface {
 	End(ctx context.Context, buildID string) error
 	// InFlight lists owner's builds recorded and not ended, oldest first.
 	InFlight(ctx context.Context, owner string) ([]Record, error)
+	// Claim makes to the owner of build buildID if from owns it (a dead
+	// instance's build, taken over by a live one to settle it); false when
+	// from does not own it (any more: another instance claimed it first).
+	Claim(ctx context.Context, buildID, from, to string) (bool, error)
 	Close() error
 }

@@ -2,41 +2,43 @@ package inflight
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/open-balena-builder/builder/platform/sqlstore"
 )
 
-// sqlStore is the Store both databases share; only the placeholders differ
-// (? for SQLite, $n for PostgreSQL).
-type sqlStore struct {
-	db     *sql.DB
-	dollar bool
+// SQL is the Store in the builder's database (SQLite or PostgreSQL).
+type SQL struct {
+	db *sqlstore.DB
 }
 
-// q writes query's ? placeholders as the database wants them.
-func (s *sqlStore) q(query string) string {
-	if !s.dollar {
-		return query
+// New returns the Store kept in db (opened by sqlstore, migrations applied).
+func New(db *sqlstore.DB) *SQL { return &SQL{db: db} }
+
+// OpenSQLite opens the SQLite database at path (for tests and tools).
+func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
+	db, err := sqlstore.OpenSQLite(ctx, path)
+	if err != nil {
+		return nil, err
 	}
-	var b strings.Builder
-	n := 0
-	for _, r := range query {
-		if r == '?' {
-			n++
-			b.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return New(db), nil
 }
+
+// OpenPostgres opens the PostgreSQL database at url (for tests and tools).
+func OpenPostgres(ctx context.Context, url string) (*SQL, error) {
+	db, err := sqlstore.OpenPostgres(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	return New(db), nil
+}
+
+func (s *SQL) q(query string) string { return s.db.Q(query) }
 
 // Begin implements Store.
-func (s *sqlStore) Begin(ctx context.Context, r Record) error {
+func (s *SQL) Begin(ctx context.Context, r Record) error {
 	ids, err := json.Marshal(r.ImageIDs)
 	if err != nil {
 		return err
@@ -50,7 +52,7 @@ func (s *sqlStore) Begin(ctx context.Context, r Record) error {
 }
 
 // End implements Store.
-func (s *sqlStore) End(ctx context.Context, buildID string) error {
+func (s *SQL) End(ctx context.Context, buildID string) error {
 	if _, err := s.db.ExecContext(ctx, s.q(`DELETE FROM builds_in_flight WHERE build_id = ?`), buildID); err != nil {
 		return fmt.Errorf("in-flight store: forget build %s: %w", buildID, err)
 	}
@@ -58,7 +60,7 @@ func (s *sqlStore) End(ctx context.Context, buildID string) error {
 }
 
 // InFlight implements Store.
-func (s *sqlStore) InFlight(ctx context.Context, owner string) ([]Record, error) {
+func (s *SQL) InFlight(ctx context.Context, owner string) ([]Record, error) {
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT build_id, owner, release_id, image_ids, user_token, dir, started
 		FROM builds_in_flight WHERE owner = ? ORDER BY started`), owner)
 	if err != nil {
@@ -82,5 +84,15 @@ func (s *sqlStore) InFlight(ctx context.Context, owner string) ([]Record, error)
 	return out, rows.Err()
 }
 
+// Claim implements Store.
+func (s *SQL) Claim(ctx context.Context, buildID, from, to string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE builds_in_flight SET owner = ? WHERE build_id = ? AND owner = ?`), to, buildID, from)
+	if err != nil {
+		return false, fmt.Errorf("in-flight store: take over build %s: %w", buildID, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
 // Close implements Store.
-func (s *sqlStore) Close() error { return s.db.Close() }
+func (s *SQL) Close() error { return s.db.Close() }

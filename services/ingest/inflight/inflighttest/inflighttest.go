@@ -51,6 +51,23 @@ func RunContract(t *testing.T, s inflight.Store, reopen func(t *testing.T) infli
 	if got, _ := s.InFlight(ctx, "one"); !reflect.DeepEqual(got, []inflight.Record{b}) {
 		t.Errorf("after End: %+v", got)
 	}
+	// A live instance takes over a dead one's builds.
+	if ok, err := s.Claim(ctx, "9", "two", "three"); err != nil || !ok {
+		t.Errorf("Claim(9, two, three) = %v, %v; want true", ok, err)
+	}
+	if ok, err := s.Claim(ctx, "9", "two", "four"); err != nil || ok {
+		t.Errorf("a second claim of 9 = %v, %v; want false (three has it)", ok, err)
+	}
+	if got, _ := s.InFlight(ctx, "two"); len(got) != 0 {
+		t.Errorf("after Claim the dead owner still has %+v", got)
+	}
+	other.Owner = "three"
+	if got, _ := s.InFlight(ctx, "three"); !reflect.DeepEqual(got, []inflight.Record{other}) {
+		t.Errorf("InFlight(three) = %+v, want the claimed build", got)
+	}
+	if ok, err := s.Claim(ctx, "8", "nobody", "three"); err != nil || ok {
+		t.Errorf("Claim(8, nobody) = %v, %v", ok, err)
+	}
 	if reopen == nil {
 		return
 	}
