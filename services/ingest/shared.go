@@ -441,4 +441,3 @@ func (s *Server) failViews(ctx context.Context, owner, why string) error {
 	}
 	return errors.Join(errs...)
 }
-
