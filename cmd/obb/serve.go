@@ -36,6 +36,7 @@ import (
 	"github.com/open-balena-builder/builder/services/ingest/journal"
 	"github.com/open-balena-builder/builder/services/ingest/upload"
 	"github.com/open-balena-builder/builder/services/release"
+	"github.com/open-balena-builder/builder/services/release/delta"
 	"github.com/open-balena-builder/builder/services/release/openbalena"
 	"github.com/open-balena-builder/builder/services/scheduler"
 )
@@ -241,7 +242,14 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 	start := func() error {
 		if services["release"] {
 			api := openbalena.New(cfg.APIURL, &http.Client{Timeout: 2 * time.Minute}, logger.With("service", "release"))
-			rcfg := release.Config{APIURL: cfg.APIURL, BuilderToken: cfg.BuilderToken, RegistryHost: cfg.RegistryHost}
+			rcfg := release.Config{APIURL: cfg.APIURL, BuilderToken: cfg.BuilderToken, RegistryHost: cfg.RegistryHost, DeltaTimeout: cfg.DeltaTimeout}
+			if cfg.DeltaURL != "" {
+				dc, err := delta.New(cfg.DeltaURL, &http.Client{})
+				if err != nil {
+					return fmt.Errorf("release: %w", err)
+				}
+				rcfg.Deltas = dc
+			}
 			if err := rcfg.Validate(); err != nil {
 				return fmt.Errorf("release: %w", err)
 			}
@@ -290,7 +298,7 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 			}
 		}
 		if cfg.Listen.Metrics != "" {
-			if err := p.startHTTP("metrics", cfg.Listen.Metrics, withPing(metricsOnly(metrics.Handler())), false); err != nil {
+			if err := p.startHTTP("metrics", cfg.Listen.Metrics, withPing(metricsOnly(metrics.Handler()), nil), false); err != nil {
 				return err
 			}
 		}
@@ -415,7 +423,7 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, db *sqlstor
 	if err != nil {
 		return err
 	}
-	if err := p.startHTTP("http", cfg.Listen.HTTP, otelhttp.NewHandler(withPing(public), "http"), false); err != nil {
+	if err := p.startHTTP("http", cfg.Listen.HTTP, otelhttp.NewHandler(withPing(public, srv.Draining), "http"), false); err != nil {
 		return err
 	}
 	// The operator surface.
@@ -434,10 +442,16 @@ func logLimits(cfg config.Config) hub.Limits {
 	return hub.Limits{MaxBytes: cfg.Limits.MaxLogBytes, MaxLineBytes: cfg.Limits.MaxLogLineBytes}
 }
 
-// withPing adds GET /ping (like open-balena-api's) for load balancers.
-func withPing(next http.Handler) http.Handler {
+// withPing adds GET /ping (like open-balena-api's) for load balancers:
+// "OK", or 503 once stopping says the builder takes no more pushes, so that
+// the balancer sends them to another builder.
+func withPing(next http.Handler, stopping func() bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/ping" {
+			if stopping != nil && stopping() {
+				http.Error(w, "the builder is shutting down", http.StatusServiceUnavailable)
+				return
+			}
 			_, _ = w.Write([]byte("OK"))
 			return
 		}

@@ -27,6 +27,9 @@ type Config struct {
 	APIURL string `yaml:"api_url"`
 	// DeltaURL is open-balena-delta's base URL (DELTA_HOST); empty: no deltas.
 	DeltaURL string `yaml:"delta_url"`
+	// DeltaTimeout is OBB_DELTA_TIMEOUT: how long a release waits for its
+	// deltas before it is finalized without the missing ones.
+	DeltaTimeout time.Duration `yaml:"delta_timeout"`
 	// RegistryHost is REGISTRY2_HOST, the registry images are pushed to.
 	RegistryHost string `yaml:"registry_host"`
 	// BuilderToken is TOKEN_AUTH_BUILDER_TOKEN (only for /auth/v1/token).
@@ -186,6 +189,7 @@ func Defaults() Config {
 		LogLevel:      "info",
 		ShutdownGrace: time.Minute,
 		InstanceLease: 30 * time.Second,
+		DeltaTimeout:  10 * time.Minute,
 		Placement:     "affinity",
 		Limits: Limits{
 			MaxUploadBytes:    2 << 30,
@@ -276,6 +280,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		{"OBB_UPLOAD_RATE_WINDOW", &c.Limits.UploadRateWindow},
 		{"OBB_SHUTDOWN_GRACE", &c.ShutdownGrace},
 		{"OBB_INSTANCE_LEASE", &c.InstanceLease},
+		{"OBB_DELTA_TIMEOUT", &c.DeltaTimeout},
 	} {
 		if v := getenv(d.key); v != "" {
 			x, err := time.ParseDuration(v)

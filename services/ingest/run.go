@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -39,6 +40,9 @@ func (s *Server) run(b *build, spec *ingestv1.BuildSpec) {
 
 	final, why := s.schedule(b, spec, done)
 	s.closeImages(b, final, why)
+	if final == buildv1.BuildState_BUILD_STATE_SUCCEEDED {
+		s.deltas(b)
+	}
 	final = s.closeRelease(b, final)
 	s.summarize(b, final, why, time.Since(start))
 
@@ -195,6 +199,34 @@ func (s *Server) closeImages(b *build, final buildv1.BuildState, why string) {
 		if err != nil {
 			s.log.Error("cannot record an image's outcome", "build", b.id, "service", svc.Name, "error", status.Convert(err).Message())
 		}
+	}
+}
+
+// deltas has the release service make the deltas from the fleet's target
+// release to this one, before this one becomes the target, relaying its
+// progress. A delta that fails is a warning: the release goes on.
+func (s *Server) deltas(b *build) {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout+time.Hour)
+	defer cancel()
+	stream, err := s.release.CreateDeltas(ctx, &releasev1.CreateDeltasRequest{UserToken: b.userToken(), FleetId: b.fleet.GetId(), ReleaseId: b.releaseID})
+	if err != nil {
+		b.say(buildv1.Level_LEVEL_WARN, "No deltas: %s", status.Convert(err).Message())
+		return
+	}
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			b.say(buildv1.Level_LEVEL_WARN, "No deltas: %s", status.Convert(err).Message())
+			return
+		}
+		level := buildv1.Level_LEVEL_DELTA
+		if resp.GetWarning() {
+			level = buildv1.Level_LEVEL_WARN
+		}
+		b.say(level, "%s", resp.GetLine())
 	}
 }
 

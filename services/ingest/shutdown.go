@@ -16,6 +16,9 @@ const ShuttingDown = "the builder is shutting down"
 // errDraining answers a push to a stopping builder (HTTP 503).
 var errDraining = status.Error(codes.Unavailable, ShuttingDown+": push again in a minute")
 
+// Draining says Shutdown was called: no more pushes are taken.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
 // Shutdown stops taking pushes, lets the running builds finish for up to
 // grace, then cancels the rest (their releases end cancelled, "the builder
 // is shutting down") and waits for them to settle, until ctx ends. It

@@ -36,6 +36,11 @@ type Config struct {
 	// MaxLogBytes bounds a build_log sent to the API (0: DefaultMaxLogBytes).
 	// The JSON body of the PATCH always stays under the API's 512 kB limit.
 	MaxLogBytes int
+	// Deltas makes build-time deltas (DELTA_HOST); nil: none.
+	Deltas Deltas
+	// DeltaTimeout bounds the wait for a release's deltas
+	// (OBB_DELTA_TIMEOUT; 0: DefaultDeltaTimeout).
+	DeltaTimeout time.Duration
 }
 
 // Validate reports the first wrong field by name.
@@ -85,5 +90,8 @@ func New(cfg Config, api *openbalena.Client, jobs Jobs, logger *slog.Logger) *Se
 		cfg.MaxLogBytes = DefaultMaxLogBytes
 	}
 	cfg.MaxLogBytes = min(cfg.MaxLogBytes, maxPatchBody)
+	if cfg.DeltaTimeout <= 0 {
+		cfg.DeltaTimeout = DefaultDeltaTimeout
+	}
 	return &Server{cfg: cfg, api: api, jobs: jobs, log: logger, now: time.Now}
 }

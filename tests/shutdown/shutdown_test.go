@@ -101,6 +101,10 @@ func TestSIGTERMFinishesWhatItCanAndCancelsTheRest(t *testing.T) {
 	if res.Status != http.StatusServiceUnavailable || !strings.Contains(res.Body, "shutting down") {
 		t.Errorf("a push while stopping: %d %q, want 503", res.Status, res.Body)
 	}
+	// The load balancer's check says so too, and sends pushes elsewhere.
+	if ping, err := harness.Call(http.MethodGet, s.BuilderURL+"/ping", "", nil); err != nil || ping.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("GET /ping while stopping: %v %v, want 503", ping, err)
+	}
 	if err := <-stopped; err != nil {
 		t.Fatalf("obb did not exit 0: %v\n%s", err, s.BuilderLogTail(40))
 	}

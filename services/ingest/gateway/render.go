@@ -26,12 +26,13 @@ var cursorErase = message{Type: "metadata", Resource: "cursor", Value: "erase"}
 
 // balenaCloud's colours for the line prefixes.
 const (
-	cyan   = "\x1b[36m"
-	green  = "\x1b[32m"
-	yellow = "\x1b[33m"
-	red    = "\x1b[31m"
-	blue   = "\x1b[34m"
-	reset  = "\x1b[39m"
+	cyan    = "\x1b[36m"
+	green   = "\x1b[32m"
+	yellow  = "\x1b[33m"
+	red     = "\x1b[31m"
+	blue    = "\x1b[34m"
+	magenta = "\x1b[35m"
+	reset   = "\x1b[39m"
 )
 
 // prefix pads a coloured tag to column 11, as balenaCloud's builder does.
@@ -59,6 +60,8 @@ func render(e *buildv1.Event) []message {
 		return []message{{Message: prefix(green, "[Success]") + text}}
 	case buildv1.Level_LEVEL_WARN:
 		return []message{{Message: prefix(yellow, "[Warn]") + text}}
+	case buildv1.Level_LEVEL_DELTA:
+		return []message{{Message: prefix(magenta, "[Delta]") + text}}
 	case buildv1.Level_LEVEL_ERROR:
 		if e.GetService() != "" {
 			return []message{{Message: prefix(red, "["+e.GetService()+"]") + text, IsError: true}}

@@ -29,6 +29,7 @@ func TestRender(t *testing.T) {
 		{"info", logEvent("", buildv1.Level_LEVEL_INFO, "Building on arm01", false), "\x1b[36m[Info]\x1b[39m     Building on arm01", false, false},
 		{"success", logEvent("", buildv1.Level_LEVEL_SUCCESS, "Release successfully created!", false), "\x1b[32m[Success]\x1b[39m  Release successfully created!", false, false},
 		{"warn", logEvent("", buildv1.Level_LEVEL_WARN, "slow", false), "\x1b[33m[Warn]\x1b[39m     slow", false, false},
+		{"delta", logEvent("", buildv1.Level_LEVEL_DELTA, "Creating image deltas for main...", false), "\x1b[35m[Delta]\x1b[39m    Creating image deltas for main...", false, false},
 		{"error", logEvent("", buildv1.Level_LEVEL_ERROR, "Not deploying release.", false), "\x1b[31m[Error]\x1b[39m    Not deploying release.", true, false},
 		{"service error", logEvent("main", buildv1.Level_LEVEL_ERROR, "exit 3", false), "\x1b[31m[main]\x1b[39m     exit 3", true, false},
 		{"output", logEvent("main", buildv1.Level_LEVEL_OUTPUT, "Step 1/4 : FROM busybox\n", false), "\x1b[34m[main]\x1b[39m     Step 1/4 : FROM busybox", false, false},

@@ -37,6 +37,8 @@ const (
 	Level_LEVEL_WARN Level = 4
 	// [Error]; marks the build as failed for balena-cli.
 	Level_LEVEL_ERROR Level = 5
+	// [Delta]: progress of the deltas made for the release.
+	Level_LEVEL_DELTA Level = 6
 )
 
 // Enum value maps for Level.
@@ -48,6 +50,7 @@ var (
 		3: "LEVEL_SUCCESS",
 		4: "LEVEL_WARN",
 		5: "LEVEL_ERROR",
+		6: "LEVEL_DELTA",
 	}
 	Level_value = map[string]int32{
 		"LEVEL_UNSPECIFIED": 0,
@@ -56,6 +59,7 @@ var (
 		"LEVEL_SUCCESS":     3,
 		"LEVEL_WARN":        4,
 		"LEVEL_ERROR":       5,
+		"LEVEL_DELTA":       6,
 	}
 )
 
@@ -623,7 +627,7 @@ const file_builder_build_v1_event_proto_rawDesc = "" +
 	"\x04size\x18\x03 \x01(\x03R\x04size\"Y\n" +
 	"\rBuildFinished\x122\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1c.builder.build.v1.BuildStateR\x05state\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error*t\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error*\x85\x01\n" +
 	"\x05Level\x12\x15\n" +
 	"\x11LEVEL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fLEVEL_OUTPUT\x10\x01\x12\x0e\n" +
@@ -632,7 +636,8 @@ const file_builder_build_v1_event_proto_rawDesc = "" +
 	"\rLEVEL_SUCCESS\x10\x03\x12\x0e\n" +
 	"\n" +
 	"LEVEL_WARN\x10\x04\x12\x0f\n" +
-	"\vLEVEL_ERROR\x10\x05*\x9a\x01\n" +
+	"\vLEVEL_ERROR\x10\x05\x12\x0f\n" +
+	"\vLEVEL_DELTA\x10\x06*\x9a\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +

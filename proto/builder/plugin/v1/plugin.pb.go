@@ -482,7 +482,13 @@ type BuildSpec struct {
 	// compose service with only image:). There is no context then.
 	PullImage string `protobuf:"bytes,12,opt,name=pull_image,json=pullImage,proto3" json:"pull_image,omitempty"`
 	// Dockerfile stage to build (compose build.target).
-	Target        string `protobuf:"bytes,13,opt,name=target,proto3" json:"target,omitempty"`
+	Target string `protobuf:"bytes,13,opt,name=target,proto3" json:"target,omitempty"`
+	// Registry cache shared by the builds of one fleet's service:
+	// "<registry>/v2/<sha256 hex of obb-cache/<fleet>/<service>>:cache".
+	// A plugin that can (buildkit) imports the cache from it and exports to
+	// it (mode=max) with registry_token, which also grants pull and push
+	// there. Empty: no registry cache.
+	CacheRef      string `protobuf:"bytes,14,opt,name=cache_ref,json=cacheRef,proto3" json:"cache_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -604,6 +610,13 @@ func (x *BuildSpec) GetPullImage() string {
 func (x *BuildSpec) GetTarget() string {
 	if x != nil {
 		return x.Target
+	}
+	return ""
+}
+
+func (x *BuildSpec) GetCacheRef() string {
+	if x != nil {
+		return x.CacheRef
 	}
 	return ""
 }
@@ -1075,7 +1088,7 @@ const file_builder_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04host\x18\x01 \x01(\v2\x1d.builder.plugin.v1.HostConfigR\x04host\"D\n" +
 	"\x0eHealthResponse\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\bR\ahealthy\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\x8b\x05\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xa8\x05\n" +
 	"\tBuildSpec\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x121\n" +
 	"\x04host\x18\x02 \x01(\v2\x1d.builder.plugin.v1.HostConfigR\x04host\x12\x1a\n" +
@@ -1094,7 +1107,8 @@ const file_builder_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0fregistry_config\x18\v \x01(\tR\x0eregistryConfig\x12\x1d\n" +
 	"\n" +
 	"pull_image\x18\f \x01(\tR\tpullImage\x12\x16\n" +
-	"\x06target\x18\r \x01(\tR\x06target\x1a<\n" +
+	"\x06target\x18\r \x01(\tR\x06target\x12\x1b\n" +
+	"\tcache_ref\x18\x0e \x01(\tR\bcacheRef\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +

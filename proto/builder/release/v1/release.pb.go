@@ -1143,6 +1143,122 @@ func (x *GetReleaseStatusResponse) GetStatus() string {
 	return ""
 }
 
+type CreateDeltasRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	UserToken string                 `protobuf:"bytes,1,opt,name=user_token,json=userToken,proto3" json:"user_token,omitempty"`
+	// The fleet, whose target release the deltas start from.
+	FleetId int64 `protobuf:"varint,2,opt,name=fleet_id,json=fleetId,proto3" json:"fleet_id,omitempty"`
+	// The new release, whose images the deltas lead to.
+	ReleaseId     int64 `protobuf:"varint,3,opt,name=release_id,json=releaseId,proto3" json:"release_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateDeltasRequest) Reset() {
+	*x = CreateDeltasRequest{}
+	mi := &file_builder_release_v1_release_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateDeltasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateDeltasRequest) ProtoMessage() {}
+
+func (x *CreateDeltasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_builder_release_v1_release_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateDeltasRequest.ProtoReflect.Descriptor instead.
+func (*CreateDeltasRequest) Descriptor() ([]byte, []int) {
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CreateDeltasRequest) GetUserToken() string {
+	if x != nil {
+		return x.UserToken
+	}
+	return ""
+}
+
+func (x *CreateDeltasRequest) GetFleetId() int64 {
+	if x != nil {
+		return x.FleetId
+	}
+	return 0
+}
+
+func (x *CreateDeltasRequest) GetReleaseId() int64 {
+	if x != nil {
+		return x.ReleaseId
+	}
+	return 0
+}
+
+type CreateDeltasResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One progress line ("[Delta] ..." as balena shows it); warning: a delta
+	// could not be made.
+	Line          string `protobuf:"bytes,1,opt,name=line,proto3" json:"line,omitempty"`
+	Warning       bool   `protobuf:"varint,2,opt,name=warning,proto3" json:"warning,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateDeltasResponse) Reset() {
+	*x = CreateDeltasResponse{}
+	mi := &file_builder_release_v1_release_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateDeltasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateDeltasResponse) ProtoMessage() {}
+
+func (x *CreateDeltasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_builder_release_v1_release_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateDeltasResponse.ProtoReflect.Descriptor instead.
+func (*CreateDeltasResponse) Descriptor() ([]byte, []int) {
+	return file_builder_release_v1_release_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CreateDeltasResponse) GetLine() string {
+	if x != nil {
+		return x.Line
+	}
+	return ""
+}
+
+func (x *CreateDeltasResponse) GetWarning() bool {
+	if x != nil {
+		return x.Warning
+	}
+	return false
+}
+
 var File_builder_release_v1_release_proto protoreflect.FileDescriptor
 
 const file_builder_release_v1_release_proto_rawDesc = "" +
@@ -1235,12 +1351,21 @@ const file_builder_release_v1_release_proto_rawDesc = "" +
 	"\n" +
 	"release_id\x18\x02 \x01(\x03R\treleaseId\"2\n" +
 	"\x18GetReleaseStatusResponse\x12\x16\n" +
-	"\x06status\x18\x01 \x01(\tR\x06status*]\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status\"n\n" +
+	"\x13CreateDeltasRequest\x12\x1d\n" +
+	"\n" +
+	"user_token\x18\x01 \x01(\tR\tuserToken\x12\x19\n" +
+	"\bfleet_id\x18\x02 \x01(\x03R\afleetId\x12\x1d\n" +
+	"\n" +
+	"release_id\x18\x03 \x01(\x03R\treleaseId\"D\n" +
+	"\x14CreateDeltasResponse\x12\x12\n" +
+	"\x04line\x18\x01 \x01(\tR\x04line\x12\x18\n" +
+	"\awarning\x18\x02 \x01(\bR\awarning*]\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_SUCCESS\x10\x01\x12\x11\n" +
 	"\rSTATUS_FAILED\x10\x02\x12\x14\n" +
-	"\x10STATUS_CANCELLED\x10\x032\xce\x05\n" +
+	"\x10STATUS_CANCELLED\x10\x032\xb3\x06\n" +
 	"\x0eReleaseService\x12X\n" +
 	"\tAuthorize\x12$.builder.release.v1.AuthorizeRequest\x1a%.builder.release.v1.AuthorizeResponse\x12a\n" +
 	"\fAuthenticate\x12'.builder.release.v1.AuthenticateRequest\x1a(.builder.release.v1.AuthenticateResponse\x12d\n" +
@@ -1248,7 +1373,8 @@ const file_builder_release_v1_release_proto_rawDesc = "" +
 	"\rRegistryToken\x12(.builder.release.v1.RegistryTokenRequest\x1a).builder.release.v1.RegistryTokenResponse\x12^\n" +
 	"\vFinishImage\x12&.builder.release.v1.FinishImageRequest\x1a'.builder.release.v1.FinishImageResponse\x12d\n" +
 	"\rFinishRelease\x12(.builder.release.v1.FinishReleaseRequest\x1a).builder.release.v1.FinishReleaseResponse\x12m\n" +
-	"\x10GetReleaseStatus\x12+.builder.release.v1.GetReleaseStatusRequest\x1a,.builder.release.v1.GetReleaseStatusResponseBKZIgithub.com/open-balena-builder/builder/proto/builder/release/v1;releasev1b\x06proto3"
+	"\x10GetReleaseStatus\x12+.builder.release.v1.GetReleaseStatusRequest\x1a,.builder.release.v1.GetReleaseStatusResponse\x12c\n" +
+	"\fCreateDeltas\x12'.builder.release.v1.CreateDeltasRequest\x1a(.builder.release.v1.CreateDeltasResponse0\x01BKZIgithub.com/open-balena-builder/builder/proto/builder/release/v1;releasev1b\x06proto3"
 
 var (
 	file_builder_release_v1_release_proto_rawDescOnce sync.Once
@@ -1263,7 +1389,7 @@ func file_builder_release_v1_release_proto_rawDescGZIP() []byte {
 }
 
 var file_builder_release_v1_release_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_builder_release_v1_release_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_builder_release_v1_release_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_builder_release_v1_release_proto_goTypes = []any{
 	(Status)(0),                      // 0: builder.release.v1.Status
 	(*User)(nil),                     // 1: builder.release.v1.User
@@ -1284,20 +1410,22 @@ var file_builder_release_v1_release_proto_goTypes = []any{
 	(*FinishReleaseResponse)(nil),    // 16: builder.release.v1.FinishReleaseResponse
 	(*GetReleaseStatusRequest)(nil),  // 17: builder.release.v1.GetReleaseStatusRequest
 	(*GetReleaseStatusResponse)(nil), // 18: builder.release.v1.GetReleaseStatusResponse
-	nil,                              // 19: builder.release.v1.ServiceImage.LabelsEntry
-	nil,                              // 20: builder.release.v1.ServiceImage.EnvironmentEntry
-	(*structpb.Struct)(nil),          // 21: google.protobuf.Struct
+	(*CreateDeltasRequest)(nil),      // 19: builder.release.v1.CreateDeltasRequest
+	(*CreateDeltasResponse)(nil),     // 20: builder.release.v1.CreateDeltasResponse
+	nil,                              // 21: builder.release.v1.ServiceImage.LabelsEntry
+	nil,                              // 22: builder.release.v1.ServiceImage.EnvironmentEntry
+	(*structpb.Struct)(nil),          // 23: google.protobuf.Struct
 }
 var file_builder_release_v1_release_proto_depIdxs = []int32{
 	1,  // 0: builder.release.v1.AuthorizeResponse.user:type_name -> builder.release.v1.User
 	2,  // 1: builder.release.v1.AuthorizeResponse.fleet:type_name -> builder.release.v1.Fleet
 	1,  // 2: builder.release.v1.AuthenticateResponse.user:type_name -> builder.release.v1.User
-	21, // 3: builder.release.v1.ServiceImage.contract:type_name -> google.protobuf.Struct
-	19, // 4: builder.release.v1.ServiceImage.labels:type_name -> builder.release.v1.ServiceImage.LabelsEntry
-	20, // 5: builder.release.v1.ServiceImage.environment:type_name -> builder.release.v1.ServiceImage.EnvironmentEntry
-	21, // 6: builder.release.v1.CreateReleaseRequest.composition:type_name -> google.protobuf.Struct
+	23, // 3: builder.release.v1.ServiceImage.contract:type_name -> google.protobuf.Struct
+	21, // 4: builder.release.v1.ServiceImage.labels:type_name -> builder.release.v1.ServiceImage.LabelsEntry
+	22, // 5: builder.release.v1.ServiceImage.environment:type_name -> builder.release.v1.ServiceImage.EnvironmentEntry
+	23, // 6: builder.release.v1.CreateReleaseRequest.composition:type_name -> google.protobuf.Struct
 	7,  // 7: builder.release.v1.CreateReleaseRequest.services:type_name -> builder.release.v1.ServiceImage
-	21, // 8: builder.release.v1.CreateReleaseRequest.contract:type_name -> google.protobuf.Struct
+	23, // 8: builder.release.v1.CreateReleaseRequest.contract:type_name -> google.protobuf.Struct
 	9,  // 9: builder.release.v1.CreateReleaseResponse.images:type_name -> builder.release.v1.CreatedImage
 	0,  // 10: builder.release.v1.FinishImageRequest.status:type_name -> builder.release.v1.Status
 	0,  // 11: builder.release.v1.FinishReleaseRequest.status:type_name -> builder.release.v1.Status
@@ -1309,15 +1437,17 @@ var file_builder_release_v1_release_proto_depIdxs = []int32{
 	13, // 17: builder.release.v1.ReleaseService.FinishImage:input_type -> builder.release.v1.FinishImageRequest
 	15, // 18: builder.release.v1.ReleaseService.FinishRelease:input_type -> builder.release.v1.FinishReleaseRequest
 	17, // 19: builder.release.v1.ReleaseService.GetReleaseStatus:input_type -> builder.release.v1.GetReleaseStatusRequest
-	4,  // 20: builder.release.v1.ReleaseService.Authorize:output_type -> builder.release.v1.AuthorizeResponse
-	6,  // 21: builder.release.v1.ReleaseService.Authenticate:output_type -> builder.release.v1.AuthenticateResponse
-	10, // 22: builder.release.v1.ReleaseService.CreateRelease:output_type -> builder.release.v1.CreateReleaseResponse
-	12, // 23: builder.release.v1.ReleaseService.RegistryToken:output_type -> builder.release.v1.RegistryTokenResponse
-	14, // 24: builder.release.v1.ReleaseService.FinishImage:output_type -> builder.release.v1.FinishImageResponse
-	16, // 25: builder.release.v1.ReleaseService.FinishRelease:output_type -> builder.release.v1.FinishReleaseResponse
-	18, // 26: builder.release.v1.ReleaseService.GetReleaseStatus:output_type -> builder.release.v1.GetReleaseStatusResponse
-	20, // [20:27] is the sub-list for method output_type
-	13, // [13:20] is the sub-list for method input_type
+	19, // 20: builder.release.v1.ReleaseService.CreateDeltas:input_type -> builder.release.v1.CreateDeltasRequest
+	4,  // 21: builder.release.v1.ReleaseService.Authorize:output_type -> builder.release.v1.AuthorizeResponse
+	6,  // 22: builder.release.v1.ReleaseService.Authenticate:output_type -> builder.release.v1.AuthenticateResponse
+	10, // 23: builder.release.v1.ReleaseService.CreateRelease:output_type -> builder.release.v1.CreateReleaseResponse
+	12, // 24: builder.release.v1.ReleaseService.RegistryToken:output_type -> builder.release.v1.RegistryTokenResponse
+	14, // 25: builder.release.v1.ReleaseService.FinishImage:output_type -> builder.release.v1.FinishImageResponse
+	16, // 26: builder.release.v1.ReleaseService.FinishRelease:output_type -> builder.release.v1.FinishReleaseResponse
+	18, // 27: builder.release.v1.ReleaseService.GetReleaseStatus:output_type -> builder.release.v1.GetReleaseStatusResponse
+	20, // 28: builder.release.v1.ReleaseService.CreateDeltas:output_type -> builder.release.v1.CreateDeltasResponse
+	21, // [21:29] is the sub-list for method output_type
+	13, // [13:21] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -1334,7 +1464,7 @@ func file_builder_release_v1_release_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_builder_release_v1_release_proto_rawDesc), len(file_builder_release_v1_release_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	ReleaseService_FinishImage_FullMethodName      = "/builder.release.v1.ReleaseService/FinishImage"
 	ReleaseService_FinishRelease_FullMethodName    = "/builder.release.v1.ReleaseService/FinishRelease"
 	ReleaseService_GetReleaseStatus_FullMethodName = "/builder.release.v1.ReleaseService/GetReleaseStatus"
+	ReleaseService_CreateDeltas_FullMethodName     = "/builder.release.v1.ReleaseService/CreateDeltas"
 )
 
 // ReleaseServiceClient is the client API for ReleaseService service.
@@ -52,6 +53,12 @@ type ReleaseServiceClient interface {
 	FinishRelease(ctx context.Context, in *FinishReleaseRequest, opts ...grpc.CallOption) (*FinishReleaseResponse, error)
 	// GetReleaseStatus reads a release's status (to notice a CLI cancel).
 	GetReleaseStatus(ctx context.Context, in *GetReleaseStatusRequest, opts ...grpc.CallOption) (*GetReleaseStatusResponse, error)
+	// CreateDeltas asks open-balena-delta (DELTA_HOST) for a delta from the
+	// image of each service in the fleet's current target release to the
+	// release's new image, all services at once, and streams the progress.
+	// A delta that fails or times out is a warning, never an error: the
+	// release is finalized anyway. Without DELTA_HOST it ends at once.
+	CreateDeltas(ctx context.Context, in *CreateDeltasRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CreateDeltasResponse], error)
 }
 
 type releaseServiceClient struct {
@@ -132,6 +139,25 @@ func (c *releaseServiceClient) GetReleaseStatus(ctx context.Context, in *GetRele
 	return out, nil
 }
 
+func (c *releaseServiceClient) CreateDeltas(ctx context.Context, in *CreateDeltasRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CreateDeltasResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ReleaseService_ServiceDesc.Streams[0], ReleaseService_CreateDeltas_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CreateDeltasRequest, CreateDeltasResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ReleaseService_CreateDeltasClient = grpc.ServerStreamingClient[CreateDeltasResponse]
+
 // ReleaseServiceServer is the server API for ReleaseService service.
 // All implementations must embed UnimplementedReleaseServiceServer
 // for forward compatibility.
@@ -156,6 +182,12 @@ type ReleaseServiceServer interface {
 	FinishRelease(context.Context, *FinishReleaseRequest) (*FinishReleaseResponse, error)
 	// GetReleaseStatus reads a release's status (to notice a CLI cancel).
 	GetReleaseStatus(context.Context, *GetReleaseStatusRequest) (*GetReleaseStatusResponse, error)
+	// CreateDeltas asks open-balena-delta (DELTA_HOST) for a delta from the
+	// image of each service in the fleet's current target release to the
+	// release's new image, all services at once, and streams the progress.
+	// A delta that fails or times out is a warning, never an error: the
+	// release is finalized anyway. Without DELTA_HOST it ends at once.
+	CreateDeltas(*CreateDeltasRequest, grpc.ServerStreamingServer[CreateDeltasResponse]) error
 	mustEmbedUnimplementedReleaseServiceServer()
 }
 
@@ -186,6 +218,9 @@ func (UnimplementedReleaseServiceServer) FinishRelease(context.Context, *FinishR
 }
 func (UnimplementedReleaseServiceServer) GetReleaseStatus(context.Context, *GetReleaseStatusRequest) (*GetReleaseStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetReleaseStatus not implemented")
+}
+func (UnimplementedReleaseServiceServer) CreateDeltas(*CreateDeltasRequest, grpc.ServerStreamingServer[CreateDeltasResponse]) error {
+	return status.Error(codes.Unimplemented, "method CreateDeltas not implemented")
 }
 func (UnimplementedReleaseServiceServer) mustEmbedUnimplementedReleaseServiceServer() {}
 func (UnimplementedReleaseServiceServer) testEmbeddedByValue()                        {}
@@ -334,6 +369,17 @@ func _ReleaseService_GetReleaseStatus_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ReleaseService_CreateDeltas_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CreateDeltasRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ReleaseServiceServer).CreateDeltas(m, &grpc.GenericServerStream[CreateDeltasRequest, CreateDeltasResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ReleaseService_CreateDeltasServer = grpc.ServerStreamingServer[CreateDeltasResponse]
+
 // ReleaseService_ServiceDesc is the grpc.ServiceDesc for ReleaseService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -370,6 +416,12 @@ var ReleaseService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ReleaseService_GetReleaseStatus_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "CreateDeltas",
+			Handler:       _ReleaseService_CreateDeltas_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "builder/release/v1/release.proto",
 }
