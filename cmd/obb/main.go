@@ -1,7 +1,8 @@
 // Command obb is open-balena-builder: `obb serve all` runs the ingest,
 // scheduler, executor and release services in one process; `obb serve
 // ingest release` (any subset) runs some of them; `obb version` prints the
-// version; `obb certs` makes the CA and certificate of the services' mTLS.
+// version; `obb certs` makes the CA and certificate of the services' mTLS;
+// `obb builds ...` and `obb hosts ...` are the operator's commands.
 package main
 
 import (
@@ -38,6 +39,8 @@ func usage() error {
   obb serve [--config FILE] all | SERVICE...   SERVICE: ingest, scheduler, executor, release
   obb certs [--dir DIR] [--hosts NAME,IP,...] [--days N]
                                                a CA and a certificate for the services' mTLS
+  obb builds ls | show ID | logs [-f] ID | cancel [--reason TEXT] ID
+  obb hosts ls | drain NAME | resume NAME      the operator surface (OBB_ADMIN_ADDR), with -o json for scripts
   obb version`)
 }
 
@@ -51,6 +54,8 @@ func run(args []string) error {
 		return nil
 	case "certs":
 		return certsCmd(args[1:])
+	case "builds", "hosts":
+		return opsCmd(args[0], args[1:], os.Stdout)
 	case "serve":
 		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 		cfgPath := fs.String("config", os.Getenv("OBB_CONFIG"), "YAML config file (optional)")
