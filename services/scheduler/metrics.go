@@ -29,6 +29,8 @@ func newMetrics(m metric.Meter, p *pool) (*metrics, error) {
 		metric.WithDescription("Jobs waiting for a free slot on a host of their architecture.")); err != nil {
 		return nil, err
 	}
+	// Exported from the start (0), so that dashboards and alerts see it.
+	out.waiting.Add(context.Background(), 0)
 	if out.jobs, err = m.Int64Counter("obb.scheduler.jobs",
 		metric.WithDescription("Jobs that ended, by final state.")); err != nil {
 		return nil, err
