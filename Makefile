@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/bin:$(PATH)
 GO ?= go
 # Every module of the workspace (tools/ stays out of go.work).
-PKGS := ./platform/... ./proto/... ./plugins/sdk/... ./plugins/docker-tcp/... ./plugins/ssh-docker/... \
+PKGS := ./platform/... ./proto/... ./plugins/sdk/... ./plugins/docker-tcp/... ./plugins/ssh-docker/... ./plugins/buildkit/... \
         ./services/ingest/... ./services/scheduler/... ./services/executor/... \
         ./services/release/... ./cmd/obb/... ./tests/...
 TOOLS := bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc bin/protoc-gen-grpc-gateway bin/protoc-gen-openapiv2 bin/grpcurl
@@ -19,6 +19,7 @@ build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/obb ./cmd/obb
 	$(GO) build -o bin/obb-plugin-docker-tcp ./plugins/docker-tcp
 	$(GO) build -o bin/obb-plugin-ssh-docker ./plugins/ssh-docker
+	$(GO) build -o bin/obb-plugin-buildkit ./plugins/buildkit
 
 ## tools: buf, protoc plugins and grpcurl at the versions pinned in tools/go.mod
 tools: $(TOOLS)
@@ -42,7 +43,7 @@ lint: tools
 	$(GO) vet $(PKGS)
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v -e '\.pb\.go$$' -e '\.pb\.gw\.go$$')); test -z "$$out" || (echo "gofmt needed: $$out" >&2; exit 1)
 
-## deps: Debian packages (docker.io, docker-registry, qemu-user-static), busybox, binfmt
+## deps: Debian packages (docker.io, docker-registry, qemu-user-static, runc), busybox, binfmt, buildkitd
 deps:
 	bash scripts/deps.sh
 
@@ -68,7 +69,7 @@ fuzz:
 
 ## bench: push overhead and first byte against raw docker build + push
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 ./tests/e2e/ ./services/ingest/upload/
+	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 ./tests/e2e/ ./tests/pool/ ./services/ingest/upload/
 
 ## demo: start a local stack, push examples/hello, print the release and digest
 demo: deps

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # deps.sh installs what the end-to-end tests and the demo need on a Debian
 # host (run as root): a Docker daemon (docker.io), Debian's docker-registry,
-# qemu-user-static with binfmt_misc for arm64 builds, and static busybox
-# binaries for amd64 and arm64 (base images are made from them, offline).
+# qemu-user-static with binfmt_misc for arm64 builds, static busybox
+# binaries for amd64 and arm64 (base images are made from them, offline),
+# runc, and a buildkitd built from github.com/moby/buildkit (the module comes
+# from the Go module proxy; Debian has no buildkitd package).
 #
 # Idempotent: when everything is in place it only runs a few checks.
 #
-# Outputs:  $CACHE/busybox-amd64  $CACHE/busybox-arm64
+# Outputs:  $CACHE/busybox-amd64  $CACHE/busybox-arm64  $CACHE/buildkitd
 # where CACHE=${OBB_CACHE:-<repo>/.cache}
 set -euo pipefail
 
@@ -36,7 +38,7 @@ apt_update() {
 }
 
 # 1. Debian packages.
-PKGS=(docker.io docker-registry qemu-user-static busybox-static binfmt-support postgresql)
+PKGS=(docker.io docker-registry qemu-user-static busybox-static binfmt-support postgresql runc)
 missing=()
 for p in "${PKGS[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
@@ -97,6 +99,23 @@ if [ ! -e "$BINFMT/qemu-aarch64" ]; then
 fi
 if [ "$(head -n1 "$BINFMT/qemu-aarch64")" != enabled ]; then
 	echo 1 | $SUDO tee "$BINFMT/qemu-aarch64" >/dev/null
+fi
+
+# 4. buildkitd (the buildkit plugin's tests), built once from the module
+# version the plugin's client speaks (plugins/buildkit/go.mod).
+BUILDKIT_VERSION=v0.25.2
+if [ ! -x "$CACHE/buildkitd" ] || [ "$(cat "$CACHE/buildkitd.version" 2>/dev/null)" != "$BUILDKIT_VERSION" ]; then
+	log "building buildkitd $BUILDKIT_VERSION"
+	dir="$(cd "$REPO" && GOWORK=off GOFLAGS=-mod=mod go mod download -json "github.com/moby/buildkit@$BUILDKIT_VERSION" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+	if [ -z "$dir" ] || [ ! -d "$dir/cmd/buildkitd" ]; then
+		log "go mod download github.com/moby/buildkit@$BUILDKIT_VERSION failed"
+		exit 1
+	fi
+	(cd "$dir" && GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -o "$CACHE/buildkitd.tmp" ./cmd/buildkitd)
+	mv "$CACHE/buildkitd.tmp" "$CACHE/buildkitd"
+	echo "$BUILDKIT_VERSION" >"$CACHE/buildkitd.version"
+	log "wrote $CACHE/buildkitd"
 fi
 
 log "ok (cache $CACHE)"

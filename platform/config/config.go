@@ -465,6 +465,17 @@ func (c Config) Validate() error {
 		if (h.TLSCert == "") != (h.TLSKey == "") {
 			errs = append(errs, fmt.Errorf("%s: tls_cert and tls_key go together", field))
 		}
+		switch h.Plugin {
+		case "", "docker-tcp", "ssh-docker":
+		case "buildkit":
+			// A standalone buildkitd: tcp:// (mTLS, by the rules above) or unix://.
+			if err == nil && u.Scheme == "ssh" {
+				errs = append(errs, fmt.Errorf("%s.endpoint: %q: the buildkit plugin reaches buildkitd at tcp:// or unix://", field, h.Endpoint))
+			}
+			if m := h.NetworkMode; m != "" && m != "default" && m != "none" && m != "host" {
+				errs = append(errs, fmt.Errorf("%s.network_mode: %q: buildkitd knows none, host and default", field, m))
+			}
+		}
 		if err == nil && u.Scheme != "ssh" && h.SSHKey+h.SSHCertificate+h.SSHKnownHosts != "" {
 			errs = append(errs, fmt.Errorf("%s: ssh_key, ssh_certificate and ssh_known_hosts are for ssh:// endpoints", field))
 		}

@@ -96,6 +96,23 @@ hosts:
 	if c, err := Load(p, env(map[string]string{"TOKEN_AUTH_BUILDER_TOKEN": "t", "BALENA_TLD": "x.io"})); err != nil || c.Hosts[0].SSHKey != "/k" || c.Hosts[0].SSHKnownHosts != "/kh" {
 		t.Errorf("ssh host: %+v %v", c.Hosts, err)
 	}
+	for _, tc := range []struct{ yaml, wantErr string }{
+		{"  - name: bk\n    plugin: buildkit\n    endpoint: unix:///run/buildkit/buildkitd.sock\n    native_archs: [amd64]\n", ""},
+		{"  - name: bk\n    plugin: buildkit\n    endpoint: tcp://10.0.0.7:1234\n    tls_ca: /ca\n    tls_cert: /c\n    tls_key: /k\n    native_archs: [aarch64]\n", ""},
+		{"  - name: bk\n    plugin: buildkit\n    endpoint: tcp://10.0.0.7:1234\n    native_archs: [amd64]\n", "allow_plaintext"},
+		{"  - name: bk\n    plugin: buildkit\n    endpoint: tcp://10.0.0.7:1234\n    tls_ca: /ca\n    tls_cert: /c\n    native_archs: [amd64]\n", "tls_cert and tls_key go together"},
+		{"  - name: bk\n    plugin: buildkit\n    endpoint: ssh://b@10.0.0.5\n    ssh_key: /k\n    ssh_known_hosts: /kh\n    native_archs: [amd64]\n", "tcp:// or unix://"},
+		{"  - name: bk\n    plugin: buildkit\n    endpoint: unix:///b.sock\n    network_mode: mynet\n    native_archs: [amd64]\n", "hosts[0].network_mode"},
+	} {
+		os.WriteFile(p, []byte("hosts:\n"+tc.yaml), 0o600)
+		c, err := Load(p, env(map[string]string{"TOKEN_AUTH_BUILDER_TOKEN": "t", "BALENA_TLD": "x.io"}))
+		switch {
+		case tc.wantErr == "" && (err != nil || c.Hosts[0].Plugin != "buildkit"):
+			t.Errorf("buildkit host %q: %+v %v", tc.yaml, c, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("buildkit host %q: err %v, want one naming %q", tc.yaml, err, tc.wantErr)
+		}
+	}
 	os.WriteFile(p, []byte("hostz: []\n"), 0o600)
 	if _, err := Load(p, env(nil)); err == nil || !strings.Contains(err.Error(), "hostz") {
 		t.Errorf("unknown field not named: %v", err)

@@ -6,10 +6,13 @@ package executor
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -218,6 +221,7 @@ func (s *Server) build(ctx context.Context, h config.Host, job *buildv1.Job, tic
 		RegistryConfig: secrets.GetRegistryConfig(),
 		PullImage:      job.GetPullImage(),
 		Target:         job.GetTarget(),
+		CacheRef:       cacheRef(job),
 	}
 	for _, sec := range secrets.GetSecrets() {
 		spec.Secrets = append(spec.Secrets, &pluginv1.Secret{Dest: sec.GetDest(), Content: sec.GetContent()})
@@ -230,6 +234,19 @@ func (s *Server) build(ctx context.Context, h config.Host, job *buildv1.Job, tic
 		return nil, fmt.Errorf("build context: %s", status.Convert(err).Message())
 	}
 	return plugin.Build(ctx, spec, &contextReader{stream: ctxStream}, logs)
+}
+
+// cacheRef is the registry cache of the job's fleet and service, next to
+// its image: "<registry>/v2/<sha256 hex of obb-cache/<fleet>/<service>>:cache".
+// The repository is services/release's CacheRepository, which the job's
+// registry token also covers. "" when the job lacks what names it.
+func cacheRef(job *buildv1.Job) string {
+	registry, _, ok := strings.Cut(job.GetImageLocation(), "/")
+	if !ok || registry == "" || job.GetFleet() == "" || job.GetService() == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte("obb-cache/" + job.GetFleet() + "/" + job.GetService()))
+	return registry + "/v2/" + hex.EncodeToString(sum[:]) + ":cache"
 }
 
 // errorText is an error's message without gRPC's "rpc error: code = ..." noise.

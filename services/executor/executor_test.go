@@ -3,6 +3,8 @@ package executor
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -225,5 +227,23 @@ func TestRegisterReportsHealth(t *testing.T) {
 	fake.HealthF = nil
 	if got := ex.checkHosts(context.Background(), 5e9); !got[0].GetHealthy() {
 		t.Errorf("healthy host reported %v", got[0])
+	}
+}
+
+func TestCacheRef(t *testing.T) {
+	job := &buildv1.Job{Fleet: "admin/fleet", Service: "main", ImageLocation: "registry2.x.io/v2/0123456789abcdef0123456789abcdef"}
+	// sha256("obb-cache/admin/fleet/main"), as services/release's CacheRepository.
+	sum := sha256.Sum256([]byte("obb-cache/admin/fleet/main"))
+	if got, want := cacheRef(job), "registry2.x.io/v2/"+hex.EncodeToString(sum[:])+":cache"; got != want {
+		t.Errorf("cacheRef = %q, want %q", got, want)
+	}
+	for _, j := range []*buildv1.Job{
+		{Service: "main", ImageLocation: job.GetImageLocation()},
+		{Fleet: "admin/fleet", ImageLocation: job.GetImageLocation()},
+		{Fleet: "admin/fleet", Service: "main", ImageLocation: "nohost"},
+	} {
+		if got := cacheRef(j); got != "" {
+			t.Errorf("cacheRef(%v) = %q, want none", j, got)
+		}
 	}
 }

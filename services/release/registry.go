@@ -2,6 +2,8 @@ package release
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,9 +18,10 @@ import (
 )
 
 // RegistryToken gets a registry token from /auth/v1/token with the builder
-// token, for pull and push of one running job's own image repository: the
-// scheduler confirms the job runs and that the caller holds its ticket
-// (only the executor it was sent to does). Nothing else can be asked for.
+// token, for pull and push of one running job's own image repository and
+// of its fleet's service's registry cache (CacheRepository): the scheduler
+// confirms the job runs and that the caller holds its ticket (only the
+// executor it was sent to does). Nothing else can be asked for.
 func (s *Server) RegistryToken(ctx context.Context, req *releasev1.RegistryTokenRequest) (*releasev1.RegistryTokenResponse, error) {
 	if s.cfg.BuilderToken == "" {
 		return nil, status.Error(codes.FailedPrecondition, "registry token: no builder token configured (TOKEN_AUTH_BUILDER_TOKEN)")
@@ -36,7 +39,25 @@ func (s *Server) RegistryToken(ctx context.Context, req *releasev1.RegistryToken
 	if !ok || repo == "" || !strings.EqualFold(host, s.cfg.RegistryHost) {
 		return nil, status.Errorf(codes.FailedPrecondition, "registry token: job %s's image location %q is not on %s", req.GetJobId(), location, s.cfg.RegistryHost)
 	}
-	return s.registryToken(ctx, []string{repo}, []string{"pull", "push"})
+	repos := []string{repo}
+	if c := CacheRepository(job.GetJob().GetFleet(), job.GetJob().GetService()); c != "" && c != repo {
+		repos = append(repos, c)
+	}
+	return s.registryToken(ctx, repos, []string{"pull", "push"})
+}
+
+// CacheRepository is the registry repository of the build cache shared by
+// the builds of one fleet's service, on whatever host they run:
+// "v2/<sha256 hex of obb-cache/<fleet>/<service>>", a name the API's token
+// endpoint grants the builder like any image repository. "" without a
+// fleet or a service. services/executor names the same repository in the
+// build spec's cache_ref.
+func CacheRepository(fleet, service string) string {
+	if fleet == "" || service == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte("obb-cache/" + fleet + "/" + service))
+	return "v2/" + hex.EncodeToString(sum[:])
 }
 
 // registryToken asks the API for a token with actions on repos and checks

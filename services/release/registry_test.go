@@ -2,14 +2,20 @@ package release
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
+	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 	"github.com/open-balena-builder/builder/services/release/openbalena"
 )
 
@@ -49,6 +55,53 @@ func TestRegistryToken(t *testing.T) {
 	slices.Sort(a.Actions)
 	if a.Type != "repository" || a.Name != repo || !slices.Equal(a.Actions, []string{"pull", "push"}) {
 		t.Errorf("access = %+v, want pull,push on %s", a, repo)
+	}
+}
+
+// cacheJobs is a scheduler whose one running job has a fleet and a
+// service, whose registry cache the token then covers too.
+type cacheJobs struct{ job *buildv1.Job }
+
+func (c cacheJobs) AuthorizeJob(_ context.Context, req *schedulerv1.AuthorizeJobRequest, _ ...grpc.CallOption) (*schedulerv1.AuthorizeJobResponse, error) {
+	if req.GetJobId() != c.job.GetJobId() || req.GetTicket() != "ticket-1" {
+		return nil, status.Error(codes.PermissionDenied, "not running")
+	}
+	return &schedulerv1.AuthorizeJobResponse{Job: c.job}, nil
+}
+
+func TestRegistryTokenCoversTheCache(t *testing.T) {
+	h := newHarness(t, "genericx86-64-ext", nil)
+	created := h.createMain(t, false)
+	location := created.GetImages()[0].GetLocation()
+	repo := strings.TrimPrefix(location, testRegistry+"/")
+	cache := CacheRepository("admin/fleet", "main")
+	if want := "v2/" + fmt.Sprintf("%x", sha256.Sum256([]byte("obb-cache/admin/fleet/main"))); cache != want {
+		t.Fatalf("CacheRepository = %q, want %q", cache, want)
+	}
+	if CacheRepository("", "main") != "" || CacheRepository("admin/fleet", "") != "" {
+		t.Errorf("a cache repository without a fleet or a service")
+	}
+	client := openbalena.New(h.url, nil, nil, openbalena.WithRetry(openbalena.RetryPolicy{Attempts: 1}))
+	job := &buildv1.Job{JobId: "1/main", Service: "main", Fleet: "admin/fleet", ImageLocation: location}
+	srv := New(Config{APIURL: h.url, BuilderToken: testBuilderToken, RegistryHost: testRegistry}, client, cacheJobs{job}, nil)
+	resp, err := srv.RegistryToken(context.Background(), &releasev1.RegistryTokenRequest{JobId: "1/main", Ticket: "ticket-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	access, ok := tokenAccess(resp.GetToken())
+	if !ok {
+		t.Fatalf("token is not a JWT")
+	}
+	// The job's own repository and its service's cache, nothing else.
+	if len(access) != 2 {
+		t.Fatalf("access = %v, want %s and %s", access, repo, cache)
+	}
+	for _, r := range []string{repo, cache} {
+		a := slices.Clone(access[r])
+		slices.Sort(a)
+		if !slices.Equal(a, []string{"pull", "push"}) {
+			t.Errorf("access[%s] = %v, want pull,push", r, a)
+		}
 	}
 }
 

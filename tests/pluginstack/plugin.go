@@ -74,25 +74,31 @@ func RunContracts(t *testing.T, env sdktest.Env, bin string, newDriver func(*slo
 	buildkit.Host = proto.CloneOf(env.Host)
 	buildkit.Host.Buildkit, buildkit.Host.NetworkMode = true, "none"
 	for name, e := range map[string]sdktest.Env{"classic": env, "buildkit": buildkit} {
-		t.Run(name, func(t *testing.T) {
-			t.Run("direct", func(t *testing.T) {
-				sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return newDriver(TestLogger(t)) }, e)
-			})
-			t.Run("grpc", func(t *testing.T) {
-				sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return sdktest.Serve(t, newDriver(TestLogger(t))) }, e)
-			})
-			t.Run("process", func(t *testing.T) {
-				sdktest.RunContract(t, func(t *testing.T) sdk.Executor {
-					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-					defer cancel()
-					c, err := sdk.Launch(ctx, bin, TestLogger(t))
-					if err != nil {
-						t.Fatalf("launch: %v", err)
-					}
-					t.Cleanup(c.Kill)
-					return c.Executor
-				}, e)
-			})
-		})
+		t.Run(name, func(t *testing.T) { RunContractWays(t, e, bin, newDriver) })
 	}
+}
+
+// RunContractWays runs the executor contract suite against a plugin for
+// one env, three ways: the driver made by newDriver called directly,
+// through the in-process go-plugin harness (the real gRPC boundary), and
+// as the plugin process bin started with sdk.Launch.
+func RunContractWays(t *testing.T, env sdktest.Env, bin string, newDriver func(*slog.Logger) sdk.Executor) {
+	t.Run("direct", func(t *testing.T) {
+		sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return newDriver(TestLogger(t)) }, env)
+	})
+	t.Run("grpc", func(t *testing.T) {
+		sdktest.RunContract(t, func(t *testing.T) sdk.Executor { return sdktest.Serve(t, newDriver(TestLogger(t))) }, env)
+	})
+	t.Run("process", func(t *testing.T) {
+		sdktest.RunContract(t, func(t *testing.T) sdk.Executor {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c, err := sdk.Launch(ctx, bin, TestLogger(t))
+			if err != nil {
+				t.Fatalf("launch: %v", err)
+			}
+			t.Cleanup(c.Kill)
+			return c.Executor
+		}, env)
+	})
 }

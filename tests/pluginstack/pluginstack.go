@@ -8,8 +8,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,9 +39,10 @@ type Stack struct {
 }
 
 // Start brings the stack up; name labels the dockerd.
-func Start(t *testing.T, name string) *Stack {
+func Start(t testing.TB, name string) *Stack {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	// On a clean machine scripts/deps.sh also builds buildkitd (minutes).
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	cache, err := harness.Deps(ctx)
 	if err != nil {
@@ -103,6 +107,33 @@ func (s *Stack) Env(host *pluginv1.HostConfig) sdktest.Env {
 		},
 		HostProcesses: LocalProcesses, // the private dockerd runs on this machine
 	}
+}
+
+// Token returns a registry token, as the builder, with pull and push on
+// every repository of repos ("v2/<hash>"), as services/release hands a job.
+func (s *Stack) Token(t testing.TB, repos ...string) string {
+	t.Helper()
+	q := url.Values{"service": {s.RegistryAddr}}
+	for _, r := range repos {
+		q.Add("scope", "repository:"+r+":pull,push")
+	}
+	req, err := http.NewRequest(http.MethodGet, s.tokens.APIURL+"/auth/v1/token?"+q.Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("builder", s.BuilderToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("registry token: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("registry token: %s: %v", resp.Status, err)
+	}
+	return body.Token
 }
 
 // LocalProcesses returns the command lines (arguments joined by spaces) of

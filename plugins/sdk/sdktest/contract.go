@@ -60,6 +60,15 @@ type Env struct {
 	// (a local daemon): for BuildKit builds it is the only check that the
 	// RUN really stopped.
 	HostProcesses func(t *testing.T, marker string) []string
+	// NoImageStore says the build host keeps no images of its own (a
+	// standalone buildkitd: it builds from registries and pushes straight
+	// to one; DockerHost is then only where the suite pulls the pushed
+	// images to check them). The cases about a Docker daemon's image
+	// store change: pull_image re-pushes BaseImage from its registry
+	// instead of falling back to a copy only the host has, the suite puts
+	// no tenant's image on the host by name, and the result's size is
+	// not compared with the daemon's (it is the image's in the registry).
+	NoImageStore bool
 }
 
 // Timeouts of the suite. Builds are tiny; the margins are for slow CI hosts.

@@ -116,6 +116,10 @@ const localOnlyImage = "localonly/busybox:contract"
 func testPullImage(t *testing.T, exec sdk.Executor, env Env) {
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
+	if env.NoImageStore {
+		testPullImageFromRegistry(t, exec, env)
+		return
+	}
 	c := dockerClient(t, env)
 	if err := c.ImageTag(ctx, env.BaseImage, localOnlyImage); err != nil {
 		t.Fatalf("tag %s as %s: %v", env.BaseImage, localOnlyImage, err)
@@ -150,6 +154,27 @@ func testPullImage(t *testing.T, exec sdk.Executor, env Env) {
 	if _, err := c.ImageInspect(ctx, localOnlyImage); err != nil {
 		t.Errorf("the host's own %s is gone after the job: %v", localOnlyImage, err)
 	}
+}
+
+// testPullImageFromRegistry makes a spec with pull_image of BaseImage, on
+// a host without an image store: the plugin takes it from its registry
+// and pushes it as image_ref.
+func testPullImageFromRegistry(t *testing.T, exec sdk.Executor, env Env) {
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	spec := newSpec(t, env, nil)
+	spec.PullImage = env.BaseImage
+	spec.Dockerfile, spec.Labels = "", nil
+	rec := &LogRecorder{}
+	res, err := exec.Build(ctx, spec, bytes.NewReader(nil), rec.Sink())
+	if err != nil {
+		t.Fatalf("Build with pull_image %s: %v\nlogs:\n%s", env.BaseImage, err, rec)
+	}
+	t.Logf("logs:\n%s", rec)
+	if !digestRE.MatchString(res.GetDigest()) {
+		t.Errorf("result digest %q, want sha256:<64 hex>", res.GetDigest())
+	}
+	checkImage(t, env, spec, res)
 }
 
 // testTarget builds the first stage of a two-stage Dockerfile: the second
