@@ -10,7 +10,7 @@ PKGS := ./platform/... ./proto/... ./plugins/sdk/... ./plugins/docker-tcp/... ./
 TOOLS := bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc bin/protoc-gen-grpc-gateway bin/protoc-gen-openapiv2 bin/grpcurl
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build tools proto proto-check lint test test-unit test-e2e fuzz bench demo deps clean
+.PHONY: all build image tools proto proto-check lint test test-unit test-e2e fuzz bench demo deps clean
 
 all: build
 
@@ -20,6 +20,11 @@ build:
 	$(GO) build -o bin/obb-plugin-docker-tcp ./plugins/docker-tcp
 	$(GO) build -o bin/obb-plugin-ssh-docker ./plugins/ssh-docker
 	$(GO) build -o bin/obb-plugin-buildkit ./plugins/buildkit
+
+## image: the builder's container image (IMAGE=name:tag) on the daemon DOCKER_HOST names, offline
+IMAGE ?= open-balena-builder:$(VERSION)
+image:
+	IMAGE=$(IMAGE) VERSION=$(VERSION) bash scripts/image.sh
 
 ## tools: buf, protoc plugins and grpcurl at the versions pinned in tools/go.mod
 tools: $(TOOLS)
