@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -41,6 +42,7 @@ func usage() error {
                                                a CA and a certificate for the services' mTLS
   obb builds ls | show ID | logs [-f] ID | cancel [--reason TEXT] ID
   obb hosts ls | drain NAME | resume NAME      the operator surface (OBB_ADMIN_ADDR), with -o json for scripts
+  obb ping [ADDR]                              GET /ping on ADDR (default OBB_HTTP_ADDR or :80): a container health check
   obb version`)
 }
 
@@ -56,6 +58,8 @@ func run(args []string) error {
 		return certsCmd(args[1:])
 	case "builds", "hosts":
 		return opsCmd(args[0], args[1:], os.Stdout)
+	case "ping":
+		return ping(args[1:])
 	case "serve":
 		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 		cfgPath := fs.String("config", os.Getenv("OBB_CONFIG"), "YAML config file (optional)")
@@ -79,6 +83,31 @@ func run(args []string) error {
 		return serve(ctx, cfg, services, logger)
 	}
 	return usage()
+}
+
+// ping checks that a builder answers GET /ping (exit 0) at addr: the health
+// check of a container image that has no shell or curl.
+func ping(args []string) error {
+	addr := envOr("OBB_HTTP_ADDR", ":80")
+	if len(args) > 0 {
+		addr = args[0]
+	}
+	if strings.HasPrefix(addr, ":") {
+		addr = "127.0.0.1" + addr
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(strings.TrimSuffix(addr, "/") + "/ping")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s/ping: %s", addr, resp.Status)
+	}
+	return nil
 }
 
 func parseServices(args []string) (map[string]bool, error) {

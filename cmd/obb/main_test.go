@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -44,5 +46,26 @@ func TestServeRefusesBadConfigNamingTheField(t *testing.T) {
 	err := run([]string{"serve", "all"})
 	if err == nil || !strings.Contains(err.Error(), "hosts[0].endpoint") || strings.Contains(err.Error(), "t0k3n-for-the-test") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestPing(t *testing.T) {
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/ping" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte("OK"))
+	}))
+	defer ok.Close()
+	if err := run([]string{"ping", ok.URL}); err != nil {
+		t.Errorf("ping of a live builder: %v", err)
+	}
+	stopping := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "the builder is shutting down", http.StatusServiceUnavailable)
+	}))
+	defer stopping.Close()
+	if err := run([]string{"ping", strings.TrimPrefix(stopping.URL, "http://")}); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("ping of a stopping builder: %v", err)
 	}
 }
