@@ -1,15 +1,16 @@
-// Package redact keeps secrets out of logs: a slog handler option that masks
-// attributes whose names say they are secret, and a Secrets set that scrubs
-// known secret values out of free text (build output, error messages).
+// Package redact keeps secrets out of logs and messages, the builder's one
+// way to do it: a slog handler option that masks attributes whose names say
+// they are secret, and Values, which scrubs known secret values out of free
+// text (error messages, answers echoed by an API). Both write Mask.
 package redact
 
 import (
 	"log/slog"
 	"strings"
-	"sync"
 )
 
-const mask = "[REDACTED]"
+// Mask replaces a secret.
+const Mask = "[REDACTED]"
 
 var secretKeys = []string{"token", "authorization", "password", "secret", "apikey", "api_key", "registry_auth"}
 
@@ -27,49 +28,19 @@ func IsSecretKey(key string) bool {
 // ReplaceAttr is a slog.HandlerOptions.ReplaceAttr that masks secret attributes.
 func ReplaceAttr(_ []string, a slog.Attr) slog.Attr {
 	if IsSecretKey(a.Key) && a.Value.Kind() != slog.KindGroup {
-		return slog.String(a.Key, mask)
+		return slog.String(a.Key, Mask)
 	}
 	return a
 }
 
-// Secrets is a set of secret values to scrub from text. Safe for concurrent use.
-type Secrets struct {
-	mu     sync.RWMutex
-	values map[string]struct{}
-}
-
-// Add registers values (empty and very short values are ignored: masking
-// them would mangle ordinary text).
-func (s *Secrets) Add(values ...string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.values == nil {
-		s.values = map[string]struct{}{}
-	}
-	for _, v := range values {
-		if len(v) >= 8 {
-			s.values[v] = struct{}{}
+// Values returns s with every secret value in secrets replaced by Mask
+// (empty values are ignored): text an API or a daemon echoed back cannot
+// leak a token that way.
+func Values(s string, secrets ...string) string {
+	for _, v := range secrets {
+		if v != "" && strings.Contains(s, v) {
+			s = strings.ReplaceAll(s, v, Mask)
 		}
 	}
-}
-
-// Remove forgets values.
-func (s *Secrets) Remove(values ...string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, v := range values {
-		delete(s.values, v)
-	}
-}
-
-// Scrub replaces every registered secret in text with a mask.
-func (s *Secrets) Scrub(text string) string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for v := range s.values {
-		if strings.Contains(text, v) {
-			text = strings.ReplaceAll(text, v, mask)
-		}
-	}
-	return text
+	return s
 }

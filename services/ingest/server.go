@@ -25,6 +25,7 @@ import (
 	"github.com/open-balena-builder/builder/platform/hub"
 	"github.com/open-balena-builder/builder/platform/recent"
 	"github.com/open-balena-builder/builder/platform/rpc"
+	"github.com/open-balena-builder/builder/platform/usererr"
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
@@ -229,8 +230,7 @@ func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[in
 	stats, err := upload.Extract(ctx, pr, src, s.cfg.Limits)
 	pr.CloseWithError(errors.New("upload no longer read"))
 	if err != nil {
-		var ue *upload.Error
-		if errors.As(err, &ue) {
+		if ue, ok := usererr.As(err); ok {
 			return nil, status.Error(codes.InvalidArgument, ue.Error())
 		}
 		if ctx.Err() != nil {
@@ -243,8 +243,7 @@ func (s *Server) prepare(ctx context.Context, stream grpc.BidiStreamingServer[in
 	target := project.Target{AppName: fleet.GetAppName(), DeviceType: fleet.GetDeviceType(), Arch: fleet.GetArch()}
 	plan, err := project.Resolve(src, spec.GetDockerfilePath(), target)
 	if err != nil {
-		var pe *project.Error
-		if errors.As(err, &pe) {
+		if pe, ok := usererr.As(err); ok {
 			return nil, status.Error(codes.InvalidArgument, pe.Error())
 		}
 		return nil, status.Errorf(codes.Internal, "plan the build: %v", err)

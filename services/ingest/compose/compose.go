@@ -10,7 +10,11 @@
 // environment and contract recorded for its image.
 package compose
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/open-balena-builder/builder/platform/usererr"
+)
 
 // Composition is a normalized composition.
 type Composition struct {
@@ -61,9 +65,7 @@ type Build struct {
 
 // Error is a composition the user must fix. Msg names the file, the service
 // (or network, volume) and the key.
-type Error struct{ Msg string }
-
-func (e *Error) Error() string { return e.Msg }
+type Error = usererr.Error
 
 // where is what an error or a warning is about: the file, and a service,
 // network or volume in it.

@@ -17,6 +17,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/open-balena-builder/builder/platform/usererr"
 )
 
 // Limits on what a project may carry.
@@ -53,9 +55,7 @@ type Metadata struct {
 
 // Error is a problem with the project's metadata that the user must fix.
 // Msg names the file and the key; several problems are on separate lines.
-type Error struct{ Msg string }
-
-func (e *Error) Error() string { return e.Msg }
+type Error = usererr.Error
 
 func userErr(format string, args ...any) *Error {
 	return &Error{Msg: fmt.Sprintf(format, args...)}

@@ -4,53 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"maps"
 	"strings"
+
+	"github.com/open-balena-builder/builder/platform/redact"
 )
 
-// Redaction replaces secret contents and passwords in Redacted copies.
-const Redaction = "[redacted]"
-
-// Redacted returns a copy safe to log: secret contents and non-empty
-// passwords replaced by Redaction. Variables and the contract are kept.
-func (m *Metadata) Redacted() *Metadata {
-	if m == nil {
-		return nil
-	}
-	out := *m
-	out.Variables = Variables{Global: maps.Clone(m.Variables.Global)}
-	if m.Variables.Services != nil {
-		out.Variables.Services = make(map[string]map[string]string, len(m.Variables.Services))
-		for k, v := range m.Variables.Services {
-			out.Variables.Services[k] = maps.Clone(v)
-		}
-	}
-	out.Secrets = SecretSet{Global: redactSecrets(m.Secrets.Global)}
-	if m.Secrets.Services != nil {
-		out.Secrets.Services = make(map[string][]Secret, len(m.Secrets.Services))
-		for k, v := range m.Secrets.Services {
-			out.Secrets.Services[k] = redactSecrets(v)
-		}
-	}
-	if m.RegistryAuth != nil {
-		out.RegistryAuth = make(map[string]RegistryCredential, len(m.RegistryAuth))
-		for k, c := range m.RegistryAuth {
-			out.RegistryAuth[k] = c.redacted()
-		}
-	}
-	return &out
-}
-
-func redactSecrets(in []Secret) []Secret {
-	if in == nil {
-		return nil
-	}
-	out := make([]Secret, len(in))
-	for i, s := range in {
-		out[i] = Secret{Dest: s.Dest, Content: []byte(Redaction)}
-	}
-	return out
-}
+// Redaction replaces passwords in what is shown or marshalled.
+const Redaction = redact.Mask
 
 func (c RegistryCredential) redacted() RegistryCredential {
 	if c.Password != "" {

@@ -4,7 +4,6 @@
 package project
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/open-balena-builder/builder/platform/usererr"
 	"github.com/open-balena-builder/builder/services/ingest/compose"
 	"github.com/open-balena-builder/builder/services/ingest/metadata"
 )
@@ -84,9 +84,7 @@ type Plan struct {
 const ProjectTypeExternal = "external service"
 
 // Error is a problem with the project the user can fix.
-type Error struct{ Msg string }
-
-func (e *Error) Error() string { return e.Msg }
+type Error = usererr.Error
 
 func userErr(format string, args ...any) error { return &Error{Msg: fmt.Sprintf(format, args...)} }
 
@@ -102,9 +100,8 @@ const (
 func Resolve(root, dockerfilePath string, t Target) (*Plan, error) {
 	md, err := metadata.Load(root)
 	if err != nil {
-		var me *metadata.Error
-		if errors.As(err, &me) {
-			return nil, &Error{Msg: me.Msg}
+		if _, ok := usererr.As(err); ok {
+			return nil, err
 		}
 		return nil, fmt.Errorf("read build metadata: %w", err)
 	}
@@ -124,9 +121,8 @@ func Resolve(root, dockerfilePath string, t Target) (*Plan, error) {
 		}
 		comp, err := compose.Parse(root, file)
 		if err != nil {
-			var ce *compose.Error
-			if errors.As(err, &ce) {
-				return nil, &Error{Msg: ce.Msg}
+			if _, ok := usererr.As(err); ok {
+				return nil, err
 			}
 			return nil, fmt.Errorf("read %s: %w", file, err)
 		}

@@ -10,14 +10,14 @@ import (
 
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/open-balena-builder/builder/platform/usererr"
 )
 
 // Error is a bad upload: the user's fault, answered with HTTP 400 or
 // codes.InvalidArgument. Msg says what is wrong, and with which entry, in
 // words a user can act on.
-type Error struct{ Msg string }
-
-func (e *Error) Error() string { return e.Msg }
+type Error = usererr.Error
 
 func rejectf(format string, args ...any) *Error {
 	return &Error{Msg: "upload rejected: " + fmt.Sprintf(format, args...)}

@@ -21,6 +21,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/open-balena-builder/builder/platform/redact"
 )
 
 // Client talks to one delta server.
@@ -111,5 +113,5 @@ func scrub(err error, token string) error {
 	if token == "" || !strings.Contains(err.Error(), token) {
 		return err
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), token, "<token>"))
+	return errors.New(redact.Values(err.Error(), token))
 }

@@ -19,6 +19,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/open-balena-builder/builder/platform/redact"
 )
 
 const (
@@ -93,14 +95,7 @@ func basic(user, password string) credentials {
 }
 
 // scrub removes the secrets from s: nothing the API echoes can leak them.
-func (cr credentials) scrub(s string) string {
-	for _, secret := range cr.secrets {
-		if secret != "" {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
-		}
-	}
-	return s
-}
+func (cr credentials) scrub(s string) string { return redact.Values(s, cr.secrets...) }
 
 // call is one API request.
 type call struct {
