@@ -38,7 +38,8 @@ apt_update() {
 }
 
 # 1. Debian packages.
-PKGS=(docker.io docker-registry qemu-user-static busybox-static binfmt-support postgresql runc)
+# chromium: the build page's browser test (tests/browser, headless).
+PKGS=(docker.io docker-registry qemu-user-static busybox-static binfmt-support postgresql runc chromium)
 missing=()
 for p in "${PKGS[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

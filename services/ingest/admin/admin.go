@@ -2,7 +2,9 @@
 // 127.0.0.1:9100 by default) serving gRPC for grpcurl (IngestService's
 // build calls, SchedulerService's host calls, reflection, health) and the
 // same as REST, plus GET /metrics, all behind the operator token
-// (OBB_ADMIN_TOKEN, or one made at first start in <data dir>/admin-token).
+// (OBB_ADMIN_TOKEN, or one made at first start in <data dir>/admin-token),
+// and the build page (GET /, /ui/...: static files, see page.go) that
+// asks for the token and calls the REST API with it.
 // A user's API token never passes here: only the operator token does.
 //
 // The listener is on loopback by default, but loopback is not a trust
@@ -81,6 +83,9 @@ func New(ctx context.Context, cfg Config, ingest ingestv1.IngestServiceClient, s
 		}
 		if r.URL.Path == "/ping" {
 			_, _ = w.Write([]byte("OK"))
+			return
+		}
+		if servePage(w, r) { // the build page's static files: no data, no token
 			return
 		}
 		tok, ok := rpc.Bearer(r.Header.Get("Authorization"))
