@@ -246,6 +246,13 @@ func (c *opsClient) showBuild(ctx context.Context, id string) error {
 		fmt.Fprintf(w, "id:\t%s\nrelease:\t%d\ncommit:\t%s\nfleet:\t%s\nuser:\t%s\nstate:\t%s\nservices:\t%s\ncreated:\t%s\nduration:\t%s\n",
 			b.GetBuildId(), b.GetReleaseId(), b.GetCommit(), b.GetFleet(), b.GetUser(), short(b.GetState().String()),
 			strings.Join(b.GetServices(), ", "), b.GetCreatedAt().AsTime().Local().Format(time.RFC3339), duration(b))
+		for _, j := range b.GetJobs() {
+			host := j.GetHost()
+			if host == "" {
+				host = "-"
+			}
+			fmt.Fprintf(w, "job %s:\t%s on %s\n", j.GetService(), short(j.GetState().String()), host)
+		}
 		if b.GetError() != "" {
 			fmt.Fprintf(w, "error:\t%s\n", b.GetError())
 		}

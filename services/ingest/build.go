@@ -95,6 +95,17 @@ func (b *build) view() *ingestv1.Build {
 	}
 	for _, s := range b.plan.Services {
 		v.Services = append(v.Services, s.Name)
+		j := &ingestv1.ServiceJob{Service: s.Name, State: buildv1.JobState_JOB_STATE_QUEUED}
+		if run, ok := b.services[s.Name]; ok {
+			j.Host = run.host
+			switch {
+			case run.state != buildv1.JobState_JOB_STATE_UNSPECIFIED:
+				j.State = run.state
+			case !run.started.IsZero():
+				j.State = buildv1.JobState_JOB_STATE_RUNNING
+			}
+		}
+		v.Jobs = append(v.Jobs, j)
 	}
 	return v
 }

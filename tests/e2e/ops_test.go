@@ -57,7 +57,8 @@ func TestOperatorCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustObb(t, "builds", "ls", "-o", "json")), &list); err != nil || len(list.Builds) == 0 {
 		t.Fatalf("builds ls -o json: %v %+v", err, list)
 	}
-	if out := mustObb(t, "builds", "show", id); !strings.Contains(out, "state:") || !strings.Contains(out, "succeeded") || !strings.Contains(out, "fleet:") {
+	if out := mustObb(t, "builds", "show", id); !strings.Contains(out, "state:") || !strings.Contains(out, "succeeded") || !strings.Contains(out, "fleet:") ||
+		!strings.Contains(out, "job main:  succeeded on amd64") {
 		t.Errorf("builds show:\n%s", out)
 	}
 	if out := mustObb(t, "builds", "logs", "-f", id); !strings.Contains(out, "[Info]     Starting build for") ||

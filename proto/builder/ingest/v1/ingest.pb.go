@@ -410,17 +410,19 @@ func (*BuildResponse_Event) isBuildResponse_Msg() {}
 
 // Build is what ingest remembers of one push.
 type Build struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BuildId       string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
-	ReleaseId     int64                  `protobuf:"varint,2,opt,name=release_id,json=releaseId,proto3" json:"release_id,omitempty"`
-	Commit        string                 `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"`
-	Fleet         string                 `protobuf:"bytes,4,opt,name=fleet,proto3" json:"fleet,omitempty"`
-	User          string                 `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
-	State         v1.BuildState          `protobuf:"varint,6,opt,name=state,proto3,enum=builder.build.v1.BuildState" json:"state,omitempty"`
-	Services      []string               `protobuf:"bytes,7,rep,name=services,proto3" json:"services,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
-	Error         string                 `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	BuildId    string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	ReleaseId  int64                  `protobuf:"varint,2,opt,name=release_id,json=releaseId,proto3" json:"release_id,omitempty"`
+	Commit     string                 `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"`
+	Fleet      string                 `protobuf:"bytes,4,opt,name=fleet,proto3" json:"fleet,omitempty"`
+	User       string                 `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
+	State      v1.BuildState          `protobuf:"varint,6,opt,name=state,proto3,enum=builder.build.v1.BuildState" json:"state,omitempty"`
+	Services   []string               `protobuf:"bytes,7,rep,name=services,proto3" json:"services,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	Error      string                 `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// Each service's job: its host (once placed) and state.
+	Jobs          []*ServiceJob `protobuf:"bytes,11,rep,name=jobs,proto3" json:"jobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -525,6 +527,75 @@ func (x *Build) GetError() string {
 	return ""
 }
 
+func (x *Build) GetJobs() []*ServiceJob {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+// ServiceJob is one service's job of a build.
+type ServiceJob struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// The Docker host it runs or ran on; empty while queued.
+	Host          string      `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	State         v1.JobState `protobuf:"varint,3,opt,name=state,proto3,enum=builder.build.v1.JobState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceJob) Reset() {
+	*x = ServiceJob{}
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceJob) ProtoMessage() {}
+
+func (x *ServiceJob) ProtoReflect() protoreflect.Message {
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceJob.ProtoReflect.Descriptor instead.
+func (*ServiceJob) Descriptor() ([]byte, []int) {
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ServiceJob) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ServiceJob) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *ServiceJob) GetState() v1.JobState {
+	if x != nil {
+		return x.State
+	}
+	return v1.JobState(0)
+}
+
 type GetBuildRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	BuildId       string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
@@ -534,7 +605,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[6]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +617,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[6]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +630,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{6}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetBuildRequest) GetBuildId() string {
@@ -578,7 +649,7 @@ type GetBuildResponse struct {
 
 func (x *GetBuildResponse) Reset() {
 	*x = GetBuildResponse{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[7]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +661,7 @@ func (x *GetBuildResponse) String() string {
 func (*GetBuildResponse) ProtoMessage() {}
 
 func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[7]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +674,7 @@ func (x *GetBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildResponse) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{7}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetBuildResponse) GetBuild() *Build {
@@ -623,7 +694,7 @@ type ListBuildsRequest struct {
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[8]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +706,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[8]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +719,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{8}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListBuildsRequest) GetLimit() int32 {
@@ -667,7 +738,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[9]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +750,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[9]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +763,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{9}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*Build {
@@ -711,7 +782,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[10]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +794,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[10]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +807,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{10}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchBuildRequest) GetBuildId() string {
@@ -755,7 +826,7 @@ type WatchBuildResponse struct {
 
 func (x *WatchBuildResponse) Reset() {
 	*x = WatchBuildResponse{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[11]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +838,7 @@ func (x *WatchBuildResponse) String() string {
 func (*WatchBuildResponse) ProtoMessage() {}
 
 func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[11]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +851,7 @@ func (x *WatchBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildResponse.ProtoReflect.Descriptor instead.
 func (*WatchBuildResponse) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{11}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchBuildResponse) GetEvent() *v1.Event {
@@ -800,7 +871,7 @@ type CancelBuildRequest struct {
 
 func (x *CancelBuildRequest) Reset() {
 	*x = CancelBuildRequest{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[12]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +883,7 @@ func (x *CancelBuildRequest) String() string {
 func (*CancelBuildRequest) ProtoMessage() {}
 
 func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[12]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +896,7 @@ func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
 func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{12}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CancelBuildRequest) GetBuildId() string {
@@ -851,7 +922,7 @@ type CancelBuildResponse struct {
 
 func (x *CancelBuildResponse) Reset() {
 	*x = CancelBuildResponse{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[13]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +934,7 @@ func (x *CancelBuildResponse) String() string {
 func (*CancelBuildResponse) ProtoMessage() {}
 
 func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[13]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +947,7 @@ func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildResponse.ProtoReflect.Descriptor instead.
 func (*CancelBuildResponse) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{13}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelBuildResponse) GetBuild() *Build {
@@ -900,7 +971,7 @@ type OpenContextRequest struct {
 
 func (x *OpenContextRequest) Reset() {
 	*x = OpenContextRequest{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[14]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +983,7 @@ func (x *OpenContextRequest) String() string {
 func (*OpenContextRequest) ProtoMessage() {}
 
 func (x *OpenContextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[14]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +996,7 @@ func (x *OpenContextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenContextRequest.ProtoReflect.Descriptor instead.
 func (*OpenContextRequest) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{14}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *OpenContextRequest) GetBuildId() string {
@@ -965,7 +1036,7 @@ type OpenContextResponse struct {
 
 func (x *OpenContextResponse) Reset() {
 	*x = OpenContextResponse{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[15]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1048,7 @@ func (x *OpenContextResponse) String() string {
 func (*OpenContextResponse) ProtoMessage() {}
 
 func (x *OpenContextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[15]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1061,7 @@ func (x *OpenContextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenContextResponse.ProtoReflect.Descriptor instead.
 func (*OpenContextResponse) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{15}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OpenContextResponse) GetChunk() []byte {
@@ -1014,7 +1085,7 @@ type GetBuildSecretsRequest struct {
 
 func (x *GetBuildSecretsRequest) Reset() {
 	*x = GetBuildSecretsRequest{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[16]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1097,7 @@ func (x *GetBuildSecretsRequest) String() string {
 func (*GetBuildSecretsRequest) ProtoMessage() {}
 
 func (x *GetBuildSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[16]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1110,7 @@ func (x *GetBuildSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildSecretsRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{16}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetBuildSecretsRequest) GetBuildId() string {
@@ -1081,7 +1152,7 @@ type BuildSecret struct {
 
 func (x *BuildSecret) Reset() {
 	*x = BuildSecret{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[17]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1164,7 @@ func (x *BuildSecret) String() string {
 func (*BuildSecret) ProtoMessage() {}
 
 func (x *BuildSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[17]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1177,7 @@ func (x *BuildSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildSecret.ProtoReflect.Descriptor instead.
 func (*BuildSecret) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{17}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BuildSecret) GetDest() string {
@@ -1134,7 +1205,7 @@ type GetBuildSecretsResponse struct {
 
 func (x *GetBuildSecretsResponse) Reset() {
 	*x = GetBuildSecretsResponse{}
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[18]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1217,7 @@ func (x *GetBuildSecretsResponse) String() string {
 func (*GetBuildSecretsResponse) ProtoMessage() {}
 
 func (x *GetBuildSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[18]
+	mi := &file_builder_ingest_v1_ingest_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1230,7 @@ func (x *GetBuildSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildSecretsResponse.ProtoReflect.Descriptor instead.
 func (*GetBuildSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{18}
+	return file_builder_ingest_v1_ingest_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetBuildSecretsResponse) GetSecrets() []*BuildSecret {
@@ -1204,7 +1275,7 @@ const file_builder_ingest_v1_ingest_proto_rawDesc = "" +
 	"\baccepted\x18\x01 \x01(\v2\x1b.builder.ingest.v1.AcceptedH\x00R\baccepted\x126\n" +
 	"\astarted\x18\x02 \x01(\v2\x1a.builder.ingest.v1.StartedH\x00R\astarted\x12/\n" +
 	"\x05event\x18\x03 \x01(\v2\x17.builder.build.v1.EventH\x00R\x05eventB\x05\n" +
-	"\x03msg\"\xe1\x02\n" +
+	"\x03msg\"\x94\x03\n" +
 	"\x05Build\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x1d\n" +
 	"\n" +
@@ -1219,7 +1290,13 @@ const file_builder_ingest_v1_ingest_proto_rawDesc = "" +
 	"\vfinished_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12\x14\n" +
 	"\x05error\x18\n" +
-	" \x01(\tR\x05error\",\n" +
+	" \x01(\tR\x05error\x121\n" +
+	"\x04jobs\x18\v \x03(\v2\x1d.builder.ingest.v1.ServiceJobR\x04jobs\"l\n" +
+	"\n" +
+	"ServiceJob\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x120\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1a.builder.build.v1.JobStateR\x05state\",\n" +
 	"\x0fGetBuildRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\"B\n" +
 	"\x10GetBuildResponse\x12.\n" +
@@ -1280,7 +1357,7 @@ func file_builder_ingest_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_builder_ingest_v1_ingest_proto_rawDescData
 }
 
-var file_builder_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_builder_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_builder_ingest_v1_ingest_proto_goTypes = []any{
 	(*BuildSpec)(nil),               // 0: builder.ingest.v1.BuildSpec
 	(*BuildRequest)(nil),            // 1: builder.ingest.v1.BuildRequest
@@ -1288,55 +1365,59 @@ var file_builder_ingest_v1_ingest_proto_goTypes = []any{
 	(*Started)(nil),                 // 3: builder.ingest.v1.Started
 	(*BuildResponse)(nil),           // 4: builder.ingest.v1.BuildResponse
 	(*Build)(nil),                   // 5: builder.ingest.v1.Build
-	(*GetBuildRequest)(nil),         // 6: builder.ingest.v1.GetBuildRequest
-	(*GetBuildResponse)(nil),        // 7: builder.ingest.v1.GetBuildResponse
-	(*ListBuildsRequest)(nil),       // 8: builder.ingest.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),      // 9: builder.ingest.v1.ListBuildsResponse
-	(*WatchBuildRequest)(nil),       // 10: builder.ingest.v1.WatchBuildRequest
-	(*WatchBuildResponse)(nil),      // 11: builder.ingest.v1.WatchBuildResponse
-	(*CancelBuildRequest)(nil),      // 12: builder.ingest.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),     // 13: builder.ingest.v1.CancelBuildResponse
-	(*OpenContextRequest)(nil),      // 14: builder.ingest.v1.OpenContextRequest
-	(*OpenContextResponse)(nil),     // 15: builder.ingest.v1.OpenContextResponse
-	(*GetBuildSecretsRequest)(nil),  // 16: builder.ingest.v1.GetBuildSecretsRequest
-	(*BuildSecret)(nil),             // 17: builder.ingest.v1.BuildSecret
-	(*GetBuildSecretsResponse)(nil), // 18: builder.ingest.v1.GetBuildSecretsResponse
-	(*v1.Event)(nil),                // 19: builder.build.v1.Event
-	(v1.BuildState)(0),              // 20: builder.build.v1.BuildState
-	(*timestamppb.Timestamp)(nil),   // 21: google.protobuf.Timestamp
+	(*ServiceJob)(nil),              // 6: builder.ingest.v1.ServiceJob
+	(*GetBuildRequest)(nil),         // 7: builder.ingest.v1.GetBuildRequest
+	(*GetBuildResponse)(nil),        // 8: builder.ingest.v1.GetBuildResponse
+	(*ListBuildsRequest)(nil),       // 9: builder.ingest.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),      // 10: builder.ingest.v1.ListBuildsResponse
+	(*WatchBuildRequest)(nil),       // 11: builder.ingest.v1.WatchBuildRequest
+	(*WatchBuildResponse)(nil),      // 12: builder.ingest.v1.WatchBuildResponse
+	(*CancelBuildRequest)(nil),      // 13: builder.ingest.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),     // 14: builder.ingest.v1.CancelBuildResponse
+	(*OpenContextRequest)(nil),      // 15: builder.ingest.v1.OpenContextRequest
+	(*OpenContextResponse)(nil),     // 16: builder.ingest.v1.OpenContextResponse
+	(*GetBuildSecretsRequest)(nil),  // 17: builder.ingest.v1.GetBuildSecretsRequest
+	(*BuildSecret)(nil),             // 18: builder.ingest.v1.BuildSecret
+	(*GetBuildSecretsResponse)(nil), // 19: builder.ingest.v1.GetBuildSecretsResponse
+	(*v1.Event)(nil),                // 20: builder.build.v1.Event
+	(v1.BuildState)(0),              // 21: builder.build.v1.BuildState
+	(*timestamppb.Timestamp)(nil),   // 22: google.protobuf.Timestamp
+	(v1.JobState)(0),                // 23: builder.build.v1.JobState
 }
 var file_builder_ingest_v1_ingest_proto_depIdxs = []int32{
 	0,  // 0: builder.ingest.v1.BuildRequest.spec:type_name -> builder.ingest.v1.BuildSpec
 	2,  // 1: builder.ingest.v1.BuildResponse.accepted:type_name -> builder.ingest.v1.Accepted
 	3,  // 2: builder.ingest.v1.BuildResponse.started:type_name -> builder.ingest.v1.Started
-	19, // 3: builder.ingest.v1.BuildResponse.event:type_name -> builder.build.v1.Event
-	20, // 4: builder.ingest.v1.Build.state:type_name -> builder.build.v1.BuildState
-	21, // 5: builder.ingest.v1.Build.created_at:type_name -> google.protobuf.Timestamp
-	21, // 6: builder.ingest.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
-	5,  // 7: builder.ingest.v1.GetBuildResponse.build:type_name -> builder.ingest.v1.Build
-	5,  // 8: builder.ingest.v1.ListBuildsResponse.builds:type_name -> builder.ingest.v1.Build
-	19, // 9: builder.ingest.v1.WatchBuildResponse.event:type_name -> builder.build.v1.Event
-	5,  // 10: builder.ingest.v1.CancelBuildResponse.build:type_name -> builder.ingest.v1.Build
-	17, // 11: builder.ingest.v1.GetBuildSecretsResponse.secrets:type_name -> builder.ingest.v1.BuildSecret
-	1,  // 12: builder.ingest.v1.IngestService.Build:input_type -> builder.ingest.v1.BuildRequest
-	6,  // 13: builder.ingest.v1.IngestService.GetBuild:input_type -> builder.ingest.v1.GetBuildRequest
-	8,  // 14: builder.ingest.v1.IngestService.ListBuilds:input_type -> builder.ingest.v1.ListBuildsRequest
-	10, // 15: builder.ingest.v1.IngestService.WatchBuild:input_type -> builder.ingest.v1.WatchBuildRequest
-	12, // 16: builder.ingest.v1.IngestService.CancelBuild:input_type -> builder.ingest.v1.CancelBuildRequest
-	14, // 17: builder.ingest.v1.ContextService.OpenContext:input_type -> builder.ingest.v1.OpenContextRequest
-	16, // 18: builder.ingest.v1.ContextService.GetBuildSecrets:input_type -> builder.ingest.v1.GetBuildSecretsRequest
-	4,  // 19: builder.ingest.v1.IngestService.Build:output_type -> builder.ingest.v1.BuildResponse
-	7,  // 20: builder.ingest.v1.IngestService.GetBuild:output_type -> builder.ingest.v1.GetBuildResponse
-	9,  // 21: builder.ingest.v1.IngestService.ListBuilds:output_type -> builder.ingest.v1.ListBuildsResponse
-	11, // 22: builder.ingest.v1.IngestService.WatchBuild:output_type -> builder.ingest.v1.WatchBuildResponse
-	13, // 23: builder.ingest.v1.IngestService.CancelBuild:output_type -> builder.ingest.v1.CancelBuildResponse
-	15, // 24: builder.ingest.v1.ContextService.OpenContext:output_type -> builder.ingest.v1.OpenContextResponse
-	18, // 25: builder.ingest.v1.ContextService.GetBuildSecrets:output_type -> builder.ingest.v1.GetBuildSecretsResponse
-	19, // [19:26] is the sub-list for method output_type
-	12, // [12:19] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	20, // 3: builder.ingest.v1.BuildResponse.event:type_name -> builder.build.v1.Event
+	21, // 4: builder.ingest.v1.Build.state:type_name -> builder.build.v1.BuildState
+	22, // 5: builder.ingest.v1.Build.created_at:type_name -> google.protobuf.Timestamp
+	22, // 6: builder.ingest.v1.Build.finished_at:type_name -> google.protobuf.Timestamp
+	6,  // 7: builder.ingest.v1.Build.jobs:type_name -> builder.ingest.v1.ServiceJob
+	23, // 8: builder.ingest.v1.ServiceJob.state:type_name -> builder.build.v1.JobState
+	5,  // 9: builder.ingest.v1.GetBuildResponse.build:type_name -> builder.ingest.v1.Build
+	5,  // 10: builder.ingest.v1.ListBuildsResponse.builds:type_name -> builder.ingest.v1.Build
+	20, // 11: builder.ingest.v1.WatchBuildResponse.event:type_name -> builder.build.v1.Event
+	5,  // 12: builder.ingest.v1.CancelBuildResponse.build:type_name -> builder.ingest.v1.Build
+	18, // 13: builder.ingest.v1.GetBuildSecretsResponse.secrets:type_name -> builder.ingest.v1.BuildSecret
+	1,  // 14: builder.ingest.v1.IngestService.Build:input_type -> builder.ingest.v1.BuildRequest
+	7,  // 15: builder.ingest.v1.IngestService.GetBuild:input_type -> builder.ingest.v1.GetBuildRequest
+	9,  // 16: builder.ingest.v1.IngestService.ListBuilds:input_type -> builder.ingest.v1.ListBuildsRequest
+	11, // 17: builder.ingest.v1.IngestService.WatchBuild:input_type -> builder.ingest.v1.WatchBuildRequest
+	13, // 18: builder.ingest.v1.IngestService.CancelBuild:input_type -> builder.ingest.v1.CancelBuildRequest
+	15, // 19: builder.ingest.v1.ContextService.OpenContext:input_type -> builder.ingest.v1.OpenContextRequest
+	17, // 20: builder.ingest.v1.ContextService.GetBuildSecrets:input_type -> builder.ingest.v1.GetBuildSecretsRequest
+	4,  // 21: builder.ingest.v1.IngestService.Build:output_type -> builder.ingest.v1.BuildResponse
+	8,  // 22: builder.ingest.v1.IngestService.GetBuild:output_type -> builder.ingest.v1.GetBuildResponse
+	10, // 23: builder.ingest.v1.IngestService.ListBuilds:output_type -> builder.ingest.v1.ListBuildsResponse
+	12, // 24: builder.ingest.v1.IngestService.WatchBuild:output_type -> builder.ingest.v1.WatchBuildResponse
+	14, // 25: builder.ingest.v1.IngestService.CancelBuild:output_type -> builder.ingest.v1.CancelBuildResponse
+	16, // 26: builder.ingest.v1.ContextService.OpenContext:output_type -> builder.ingest.v1.OpenContextResponse
+	19, // 27: builder.ingest.v1.ContextService.GetBuildSecrets:output_type -> builder.ingest.v1.GetBuildSecretsResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_builder_ingest_v1_ingest_proto_init() }
@@ -1359,7 +1440,7 @@ func file_builder_ingest_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_builder_ingest_v1_ingest_proto_rawDesc), len(file_builder_ingest_v1_ingest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

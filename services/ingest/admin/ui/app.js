@@ -178,7 +178,7 @@
       const rec = scans.get(id) || { busy: false, final: false, next: 0 };
       scans.set(id, rec);
       if (rec.busy || rec.final || Date.now() < rec.next) continue;
-      if (!finished && hostsOf(id).length) continue;
+      if (hostsOf(id).length || (b.jobs || []).length) continue; // the API says where its jobs run
       scan(id, rec, finished);
     }
   }
@@ -540,6 +540,9 @@
       const [b, h] = await Promise.all([api('GET', '/v1/builds?limit=50'), api('GET', '/v1/hosts')]);
       if (mine !== session) return;
       renderHosts(h.hosts || []);
+      for (const x of b.builds || []) {
+        for (const j of x.jobs || []) noteJob(x.buildId, j.service, { state: j.state, host: j.host });
+      }
       renderBuilds(b.builds || []);
       if (current.id && !(b.builds || []).some((x) => x.buildId === current.id)) fetchBuild(current.id);
       scanHosts(b.builds || []);
