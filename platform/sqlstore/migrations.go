@@ -73,31 +73,44 @@ func (d *DB) migration(i int) string {
 // SchemaVersion is the number of migrations this obb knows.
 func SchemaVersion() int { return len(migrations) }
 
+// migrateSQLite applies the missing migrations in one IMMEDIATE
+// transaction: processes of one builder sharing the data dir (services run
+// separately) start at once, and the second waits (busy_timeout) and then
+// finds the schema current.
 func (d *DB) migrateSQLite(ctx context.Context) error {
+	conn, err := d.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
+		}
+	}()
 	var version int
-	if err := d.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+	if err := conn.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
 		return err
 	}
 	if version > len(migrations) {
 		return fmt.Errorf("schema version %d is newer than this obb knows (%d): an older obb on a newer data dir", version, len(migrations))
 	}
 	for i := version; i < len(migrations); i++ {
-		tx, err := d.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, d.migration(i)); err != nil {
-			tx.Rollback()
+		if _, err := conn.ExecContext(ctx, d.migration(i)); err != nil {
 			return fmt.Errorf("migration %d: %w", i+1, err)
 		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return err
-		}
 	}
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, `COMMIT`); err != nil {
+		return err
+	}
+	done = true
 	return nil
 }
 
