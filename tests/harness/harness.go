@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/open-balena-builder/builder/platform/certs"
@@ -49,7 +50,18 @@ type Options struct {
 	// Split runs each service in its own process (`obb serve release`,
 	// `scheduler`, `executor`, `ingest`) instead of `obb serve all`.
 	Split bool
+	// AMD64Pool, when above 1, starts that many amd64 daemons (Stack.Pool)
+	// and gives them to the builder as hosts amd64-1 … amd64-N of the YAML
+	// file instead of DOCKER_HOST_AMD64. 0 or 1: the one amd64 daemon.
+	AMD64Pool int
+	// PoolMaxConcurrent is max_concurrent of each pool host (0: 2, as
+	// DOCKER_HOST_AMD64 gets).
+	PoolMaxConcurrent int
 }
+
+// PoolHost is the builder's name of the i-th (0-based) daemon of an amd64
+// pool (Options.AMD64Pool): "amd64-1", "amd64-2", …
+func PoolHost(i int) string { return fmt.Sprintf("amd64-%d", i+1) }
 
 // Stack is a running builder with everything it talks to.
 type Stack struct {
@@ -60,6 +72,9 @@ type Stack struct {
 	AMD64      *stack.Dockerd
 	ARM64      *stack.Dockerd
 	BuilderURL string
+	// Pool holds the amd64 daemons of Options.AMD64Pool (Pool[0] is AMD64,
+	// Pool[i] the builder's host PoolHost(i)); nil without a pool.
+	Pool []*stack.Dockerd
 	// AdminURL is the operator surface (OBB_ADMIN_ADDR), REST and gRPC;
 	// AdminAddr the same without scheme, for gRPC clients.
 	AdminURL, AdminAddr string
@@ -105,6 +120,7 @@ func Build(ctx context.Context, dir string) error {
 		{"obb", "./cmd/obb"},
 		{"obb-plugin-docker-tcp", "./plugins/docker-tcp"},
 		{"obb-plugin-ssh-docker", "./plugins/ssh-docker"},
+		{"obb-plugin-buildkit", "./plugins/buildkit"},
 	} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
 		cmd.Dir = root
@@ -192,13 +208,13 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if s.AMD64, err = stack.StartDockerd(ctx, filepath.Join(root, "amd64"), "amd64", logf); err != nil {
 		return s, err
 	}
-	if err := stack.LoadBusybox(ctx, s.AMD64.Host(), "amd64", filepath.Join(cache, "busybox-amd64")); err != nil {
+	if err := loadAMD64Bases(ctx, s.AMD64, cache); err != nil {
 		return s, err
 	}
-	// An arm64 base under its own name, for emulated builds on the amd64 host
-	// (Docker 20.10 keeps one platform per tag).
-	if err := stack.LoadBusybox(ctx, s.AMD64.Host(), "arm64", filepath.Join(cache, "busybox-arm64"), ArmBase); err != nil {
-		return s, err
+	if o.AMD64Pool > 1 {
+		if err := s.startPool(ctx, o.AMD64Pool, cache); err != nil {
+			return s, err
+		}
 	}
 	if o.ARM64 {
 		// The arm64 host is reached over tcp://, the amd64 one over unix://.
@@ -214,6 +230,67 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		}
 	}
 	return s, s.startBuilder(ctx, o)
+}
+
+// loadAMD64Bases loads busybox into an amd64 daemon, and an arm64 base
+// under its own name, for emulated builds on the amd64 host (Docker 20.10
+// keeps one platform per tag).
+func loadAMD64Bases(ctx context.Context, d *stack.Dockerd, cache string) error {
+	if err := stack.LoadBusybox(ctx, d.Host(), "amd64", filepath.Join(cache, "busybox-amd64")); err != nil {
+		return err
+	}
+	return stack.LoadBusybox(ctx, d.Host(), "arm64", filepath.Join(cache, "busybox-arm64"), ArmBase)
+}
+
+// startPool starts the amd64 daemons 2…n of a pool, at once, each with the
+// bases AMD64 has; s.AMD64 is the first.
+func (s *Stack) startPool(ctx context.Context, n int, cache string) error {
+	s.Pool = make([]*stack.Dockerd, n)
+	s.Pool[0] = s.AMD64
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := stack.StartDockerd(ctx, filepath.Join(s.Root, PoolHost(i)), PoolHost(i), s.logf)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			s.Pool[i] = d
+			errs[i] = loadAMD64Bases(ctx, d, cache)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// poolYAML is the hosts: entries of an amd64 pool.
+func (s *Stack) poolYAML(o Options) string {
+	maxc := o.PoolMaxConcurrent
+	if maxc <= 0 {
+		maxc = 2
+	}
+	network := ""
+	for _, e := range o.Env {
+		if v, ok := strings.CutPrefix(e, "OBB_BUILD_NETWORK="); ok {
+			network = v
+		}
+	}
+	var sb strings.Builder
+	for i, d := range s.Pool {
+		fmt.Fprintf(&sb, `  - name: %s
+    endpoint: %s
+    native_archs: [amd64, i386, i386-nlp]
+    emulated_archs: [aarch64, armv7hf, rpi]
+    max_concurrent: %d
+`, PoolHost(i), d.Host(), maxc)
+		if network != "" {
+			fmt.Fprintf(&sb, "    network_mode: %s\n", network)
+		}
+	}
+	return sb.String()
 }
 
 // startBuilder runs `obb serve all` with the seed's environment variables.
@@ -236,7 +313,6 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
 		"API_HOST=" + s.APIURL,
 		"REGISTRY2_HOST=" + s.Registry.Addr(),
 		"TOKEN_AUTH_BUILDER_TOKEN=" + BuilderToken,
-		"DOCKER_HOST_AMD64=" + s.AMD64.Host(),
 		"DOCKER_BUILDKIT=0",
 		"OBB_HTTP_ADDR=" + addrs[0],
 		"OBB_INGEST_ADDR=" + s.Ingest,
@@ -259,14 +335,19 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
 		s.TLS = f
 		env = append(env, "OBB_TLS_CA="+f.CA, "OBB_TLS_CERT="+f.Cert, "OBB_TLS_KEY="+f.Key)
 	}
+	if s.Pool == nil {
+		env = append(env, "DOCKER_HOST_AMD64="+s.AMD64.Host())
+	}
 	args := []string{"serve"}
-	if s.ARM64 != nil {
-		// The amd64 host comes from the seed's variables (classic builder);
-		// the arm64 one from the YAML file, with BuildKit, as an operator
-		// with several kinds of hosts would write it.
+	if s.ARM64 != nil || s.Pool != nil {
+		// The amd64 host comes from the seed's variables (classic builder),
+		// a pool of them from the YAML file; the arm64 one from the YAML
+		// file, with BuildKit, as an operator with several kinds of hosts
+		// would write it.
 		conf := filepath.Join(s.Root, "obb.yaml")
-		yaml := fmt.Sprintf(`hosts:
-  - name: arm64
+		yaml := "hosts:\n" + s.poolYAML(o)
+		if s.ARM64 != nil {
+			yaml += fmt.Sprintf(`  - name: arm64
     endpoint: %s
     native_archs: [aarch64, armv7hf, rpi]
     emulated_archs: [amd64, i386]
@@ -275,6 +356,7 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
     network_mode: none
     allow_plaintext: true
 `, s.ARM64.TCPHost())
+		}
 		if err := os.WriteFile(conf, []byte(yaml), 0o644); err != nil {
 			return err
 		}
@@ -328,9 +410,9 @@ func (s *Stack) RestartBuilder(ctx context.Context) error {
 // waitReady waits until the HTTP face answers and the hosts are registered.
 func (s *Stack) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(30 * time.Second)
-	want := 1
+	want := max(1, len(s.Pool))
 	if s.ARM64 != nil {
-		want = 2
+		want++
 	}
 	for time.Now().Before(deadline) {
 		select {
@@ -345,10 +427,9 @@ func (s *Stack) waitReady(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		b := make([]byte, 4096)
-		n, _ := resp.Body.Read(b)
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK && strings.Count(string(b[:n]), `"name"`) >= want {
+		if resp.StatusCode == http.StatusOK && strings.Count(string(b), `"name"`) >= want {
 			s.logf("[obb] ready at %s", s.BuilderURL)
 			return nil
 		}
@@ -459,7 +540,11 @@ func (s *Stack) Stop() {
 	if s.apiSrv != nil {
 		_ = s.apiSrv.Close()
 	}
-	for _, d := range []*stack.Dockerd{s.AMD64, s.ARM64} {
+	daemons := []*stack.Dockerd{s.AMD64, s.ARM64}
+	if len(s.Pool) > 1 {
+		daemons = append(daemons, s.Pool[1:]...)
+	}
+	for _, d := range daemons {
 		if d != nil {
 			if err := d.Stop(); err != nil {
 				s.logf("stop %s: %v", d.Name, err)
