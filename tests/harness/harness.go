@@ -6,6 +6,7 @@ package harness
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +58,10 @@ type Options struct {
 	// PoolMaxConcurrent is max_concurrent of each pool host (0: 2, as
 	// DOCKER_HOST_AMD64 gets).
 	PoolMaxConcurrent int
+	// Buildkit starts a standalone buildkitd as the host "buildkit"
+	// (plugin: buildkit, native amd64) and a registry without auth holding
+	// the base image (BaseImage): buildkitd has no image store.
+	Buildkit bool
 }
 
 // PoolHost is the builder's name of the i-th (0-based) daemon of an amd64
@@ -72,6 +77,11 @@ type Stack struct {
 	AMD64      *stack.Dockerd
 	ARM64      *stack.Dockerd
 	BuilderURL string
+	// Buildkitd is the buildkit host of Options.Buildkit, BaseImage the
+	// busybox it builds FROM ("<registry>/library/busybox:latest").
+	Buildkitd *stack.Buildkitd
+	BaseImage string
+	baseReg   *stack.Registry
 	// Pool holds the amd64 daemons of Options.AMD64Pool (Pool[0] is AMD64,
 	// Pool[i] the builder's host PoolHost(i)); nil without a pool.
 	Pool []*stack.Dockerd
@@ -216,6 +226,11 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 			return s, err
 		}
 	}
+	if o.Buildkit {
+		if err := s.startBuildkit(ctx, cache); err != nil {
+			return s, err
+		}
+	}
 	if o.ARM64 {
 		// The arm64 host is reached over tcp://, the amd64 one over unix://.
 		tcp, err := freeAddr()
@@ -264,6 +279,37 @@ func (s *Stack) startPool(ctx context.Context, n int, cache string) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// startBuildkit starts the buildkit host: a registry without auth with
+// busybox in it (pushed from the amd64 daemon) and a buildkitd that reaches
+// it and the openBalena registry over plain http.
+func (s *Stack) startBuildkit(ctx context.Context, cache string) error {
+	reg, err := stack.StartRegistry(ctx, filepath.Join(s.Root, "base-registry"), stack.TokenAuth{}, s.logf)
+	if err != nil {
+		return fmt.Errorf("base image registry: %w", err)
+	}
+	s.baseReg = reg
+	s.BaseImage = reg.Addr() + "/library/busybox:latest"
+	e := s.AMD64.Engine()
+	if resp, err := e.Do(ctx, http.MethodPost, "/images/busybox/tag?repo="+url.QueryEscape(reg.Addr()+"/library/busybox")+"&tag=latest", nil, nil); err != nil {
+		return fmt.Errorf("tag busybox: %w", err)
+	} else {
+		resp.Body.Close()
+	}
+	auth := base64.URLEncoding.EncodeToString([]byte(`{}`))
+	if _, err := e.Stream(ctx, http.MethodPost, "/images/"+reg.Addr()+"/library/busybox/push?tag=latest", nil,
+		http.Header{"X-Registry-Auth": {auth}}, func(stack.JSONMessage) {}); err != nil {
+		return fmt.Errorf("push busybox to %s: %w", reg.Addr(), err)
+	}
+	bk, err := stack.StartBuildkitd(ctx, filepath.Join(s.Root, "buildkitd"), stack.BuildkitdOptions{
+		Name: "buildkitd", Binary: filepath.Join(cache, "buildkitd"), HTTPRegistries: []string{s.Registry.Addr(), reg.Addr()},
+	}, s.logf)
+	if err != nil {
+		return fmt.Errorf("buildkitd: %w", err)
+	}
+	s.Buildkitd = bk
+	return nil
 }
 
 // poolYAML is the hosts: entries of an amd64 pool.
@@ -339,7 +385,7 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
 		env = append(env, "DOCKER_HOST_AMD64="+s.AMD64.Host())
 	}
 	args := []string{"serve"}
-	if s.ARM64 != nil || s.Pool != nil {
+	if s.ARM64 != nil || s.Pool != nil || s.Buildkitd != nil {
 		// The amd64 host comes from the seed's variables (classic builder),
 		// a pool of them from the YAML file; the arm64 one from the YAML
 		// file, with BuildKit, as an operator with several kinds of hosts
@@ -356,6 +402,14 @@ func (s *Stack) startBuilder(ctx context.Context, o Options) error {
     network_mode: none
     allow_plaintext: true
 `, s.ARM64.TCPHost())
+		}
+		if s.Buildkitd != nil {
+			yaml += fmt.Sprintf(`  - name: buildkit
+    plugin: buildkit
+    endpoint: %s
+    native_archs: [amd64, i386, i386-nlp]
+    max_concurrent: 2
+`, s.Buildkitd.Host())
 		}
 		if err := os.WriteFile(conf, []byte(yaml), 0o644); err != nil {
 			return err
@@ -412,6 +466,9 @@ func (s *Stack) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(30 * time.Second)
 	want := max(1, len(s.Pool))
 	if s.ARM64 != nil {
+		want++
+	}
+	if s.Buildkitd != nil {
 		want++
 	}
 	for time.Now().Before(deadline) {
@@ -551,6 +608,14 @@ func (s *Stack) Stop() {
 			}
 		}
 	}
+	if s.Buildkitd != nil {
+		if err := s.Buildkitd.Stop(); err != nil {
+			s.logf("stop buildkitd: %v", err)
+		}
+	}
+	if s.baseReg != nil {
+		_ = s.baseReg.Stop()
+	}
 	if s.Registry != nil {
 		_ = s.Registry.Stop()
 	}
@@ -590,4 +655,13 @@ func (ts *TokenSource) Token(repo, actions string) (string, error) {
 		return "", fmt.Errorf("token endpoint answered %s (%v)", resp.Status, err)
 	}
 	return tok.Token, nil
+}
+
+// PullFromRegistry pulls ref (an image of the stack's registry) into the
+// amd64 daemon with a registry token.
+func (s *Stack) PullFromRegistry(ctx context.Context, ref, token string) error {
+	auth := base64.URLEncoding.EncodeToString([]byte(`{"registrytoken":"` + token + `"}`))
+	_, err := s.AMD64.Engine().Stream(ctx, http.MethodPost, "/images/create?fromImage="+url.QueryEscape(ref), nil,
+		http.Header{"X-Registry-Auth": {auth}}, func(stack.JSONMessage) {})
+	return err
 }

@@ -83,6 +83,19 @@ func (p *progress) status(st *bkclient.SolveStatus) error {
 					}
 					continue
 				}
+				if cacheStep(v.Name) {
+					// The registry cache is an optimisation: a first build of
+					// a service has none, and an export that fails loses
+					// nothing built. Not an error for the user.
+					note := "cache not used: " + v.Error
+					if strings.Contains(v.Error, "not found") {
+						note = "no cache yet for this fleet's service (its first build here)"
+					}
+					if err := p.line(fmt.Sprintf("#%d %s", n, note), false); err != nil {
+						return err
+					}
+					continue
+				}
 				if p.failed == "" {
 					p.failed = v.Error
 				}
@@ -125,4 +138,9 @@ func (p *progress) flush(d digest.Digest) error {
 		return p.line(fmt.Sprintf("#%d %s", p.id(d), rest), false)
 	}
 	return nil
+}
+
+// cacheStep tells the registry cache's import and export steps.
+func cacheStep(name string) bool {
+	return strings.HasPrefix(name, "importing cache manifest") || strings.HasPrefix(name, "exporting cache")
 }
