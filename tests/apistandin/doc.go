@@ -1,8 +1,8 @@
 // Package apistandin is an in-memory HTTP stand-in for open-balena-api
 // (v49), for end-to-end tests. It keeps the real API's rules and answers
-// (/work/shared/reference/openbalena-api.md; what a real API was seen to
-// answer, §8, wins), so that what passes against it passes against the
-// real one.
+// (as read in balena-io/open-balena-api and, where they differ, as a
+// running open-balena-api v49 was seen to answer), so that what passes
+// against it passes against the real one.
 //
 // # Use
 //
