@@ -3,10 +3,9 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/bin:$(PATH)
 GO ?= go
-# Every module of the workspace (tools/ stays out of go.work).
-PKGS := ./platform/... ./proto/... ./plugins/sdk/... ./plugins/docker-tcp/... ./plugins/ssh-docker/... ./plugins/buildkit/... \
-        ./services/ingest/... ./services/scheduler/... ./services/executor/... \
-        ./services/release/... ./cmd/obb/... ./tests/...
+# The three modules of the workspace: the builder (.), its API (proto) and
+# the end-to-end tests (tools/ stays out of go.work).
+PKGS := ./... ./proto/... ./tests/...
 TOOLS := bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc bin/protoc-gen-grpc-gateway bin/protoc-gen-openapiv2 bin/grpcurl
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
@@ -52,8 +51,7 @@ lint: tools
 deps:
 	bash scripts/deps.sh
 
-UNIT_PKGS := ./platform/... ./services/ingest/... ./services/scheduler/... ./services/executor/... \
-             ./services/release/... ./plugins/sdk/... ./cmd/obb/...
+UNIT_PKGS := ./platform/... ./internal/... ./services/... ./plugins/sdk/... ./cmd/...
 
 ## test: everything, end to end included (installs and starts what it needs);
 ## the tests that need no daemon run again under the race detector

@@ -5,9 +5,8 @@ go 1.26.0
 require (
 	github.com/chromedp/cdproto v0.160.1
 	github.com/chromedp/chromedp v0.24.0
-	github.com/open-balena-builder/builder/platform v0.0.0
+	github.com/open-balena-builder/builder v0.0.0
 	github.com/open-balena-builder/builder/proto v0.0.0
-	github.com/open-balena-builder/builder/services/ingest v0.0.0
 	google.golang.org/grpc v1.85.0
 )
 
@@ -65,19 +64,16 @@ require (
 
 require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0 // indirect
-	github.com/open-balena-builder/builder/plugins/sdk v0.0.0
 	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
+	google.golang.org/genproto v0.0.0-20261026165753-2ffab32bce7e // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20261110000943-09e21b237f2c // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261104224025-d1e00e9f33ab // indirect
 	google.golang.org/protobuf v1.36.12
 )
 
+replace github.com/open-balena-builder/builder => ../
+
 replace github.com/open-balena-builder/builder/proto => ../proto
 
-replace github.com/open-balena-builder/builder/platform => ../platform
-
-replace github.com/open-balena-builder/builder/services/ingest => ../services/ingest
-
-replace github.com/open-balena-builder/builder/plugins/sdk => ../plugins/sdk

@@ -16,11 +16,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/open-balena-builder/builder/internal/apistandin"
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
 	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 	"github.com/open-balena-builder/builder/services/release/openbalena"
-	"github.com/open-balena-builder/builder/tests/apistandin"
 )
 
 const (

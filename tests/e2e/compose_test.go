@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/open-balena-builder/builder/tests/apistandin"
+	"github.com/open-balena-builder/builder/internal/apistandin"
 	"github.com/open-balena-builder/builder/tests/harness"
 )
 

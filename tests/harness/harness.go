@@ -22,8 +22,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/open-balena-builder/builder/internal/apistandin"
 	"github.com/open-balena-builder/builder/platform/certs"
-	"github.com/open-balena-builder/builder/tests/apistandin"
 	"github.com/open-balena-builder/builder/tests/stack"
 )
 

@@ -13,17 +13,21 @@ import (
 
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
+	"github.com/open-balena-builder/builder/tests/harness"
 )
 
-// BuildPlugin builds the plugin main package in dir into a temp dir and
-// returns the binary's path.
+// BuildPlugin builds the plugin main package in dir (relative to the
+// repository's root, e.g. "plugins/docker-tcp") into a temp dir and returns
+// the binary's path.
 func BuildPlugin(t *testing.T, dir string) string {
 	t.Helper()
 	start := time.Now()
-	abs, err := filepath.Abs(dir)
+	root, err := harness.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
+	abs := filepath.Join(root, dir)
+	dir = abs
 	bin := filepath.Join(t.TempDir(), filepath.Base(abs))
 	cmd := exec.Command("go", "build", "-o", bin, ".")
 	cmd.Dir = dir

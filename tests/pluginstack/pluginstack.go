@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/open-balena-builder/builder/internal/apistandin"
 	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
-	"github.com/open-balena-builder/builder/tests/apistandin"
 	"github.com/open-balena-builder/builder/tests/harness"
 	"github.com/open-balena-builder/builder/tests/stack"
 )

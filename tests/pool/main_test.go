@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/open-balena-builder/builder/tests/apistandin"
+	"github.com/open-balena-builder/builder/internal/apistandin"
 	"github.com/open-balena-builder/builder/tests/harness"
 	"github.com/open-balena-builder/builder/tests/stack"
 )

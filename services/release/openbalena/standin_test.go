@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/open-balena-builder/builder/tests/apistandin"
+	"github.com/open-balena-builder/builder/internal/apistandin"
 )
 
 // TestGetOrCreateServiceRace: two pushes to one fleet both find no

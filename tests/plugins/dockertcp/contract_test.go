@@ -1,4 +1,4 @@
-package driver_test
+package dockertcp
 
 import (
 	"log/slog"
@@ -24,4 +24,4 @@ func TestContract(t *testing.T) {
 	t.Run("RegistryConfig", func(t *testing.T) { testRegistryConfig(t, env, login) })
 }
 
-func buildPlugin(t *testing.T) string { return pluginstack.BuildPlugin(t, "..") }
+func buildPlugin(t *testing.T) string { return pluginstack.BuildPlugin(t, "plugins/docker-tcp") }

@@ -1,4 +1,4 @@
-package driver_test
+package buildkit
 
 import (
 	"log/slog"
@@ -17,6 +17,6 @@ import (
 // suite checks the pushed images by pulling them into the stack's dockerd.
 func TestContract(t *testing.T) {
 	s := startStack(t)
-	bin := pluginstack.BuildPlugin(t, "..")
+	bin := pluginstack.BuildPlugin(t, "plugins/buildkit")
 	pluginstack.RunContractWays(t, s.env(), bin, func(l *slog.Logger) sdk.Executor { return driver.New(l) })
 }

@@ -1,4 +1,4 @@
-package driver_test
+package sshdocker
 
 import (
 	"context"
@@ -96,4 +96,4 @@ func testHostKey(t *testing.T, env sdktest.Env, sshd *testSSHD) {
 	}
 }
 
-func buildPlugin(t *testing.T) string { return pluginstack.BuildPlugin(t, "..") }
+func buildPlugin(t *testing.T) string { return pluginstack.BuildPlugin(t, "plugins/ssh-docker") }
