@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/open-balena-builder/builder/plugins/docker-tcp/driver"
+	"github.com/open-balena-builder/builder/plugins/engine"
 	"github.com/open-balena-builder/builder/plugins/sdk"
 )
 
@@ -18,5 +18,5 @@ func main() {
 		level.Set(slog.LevelDebug)
 	}
 	logger := sdk.NewLogger(os.Stderr, level)
-	sdk.Serve(driver.New(logger))
+	sdk.Serve(engine.New(logger))
 }

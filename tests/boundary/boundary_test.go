@@ -23,10 +23,9 @@ const mod = "github.com/open-balena-builder/builder/"
 // imports nothing of the builder.
 var patterns = []string{"./...", "./proto/..."}
 
-// engineLibrary is the Engine-API driver the other Docker plugins build
-// on. It lives in the docker-tcp plugin until it moves to a library of its
-// own; no other plugin may be imported by a plugin.
-const engineLibrary = mod + "plugins/docker-tcp/driver"
+// engineLibrary is the Engine-API executor the Docker plugins are made of;
+// no plugin may import another plugin.
+const engineLibrary = mod + "plugins/engine"
 
 // part is "services/ingest", "plugins/sdk", "platform", "proto", "cmd/obb".
 func part(pkg string) string {
@@ -122,8 +121,9 @@ func TestViolation(t *testing.T) {
 		{"services/ingest", "services/release/openbalena", true},
 		{"services/ingest", "proto/builder/ingest/v1", false},
 		{"services/executor", "plugins/sdk", false},
-		{"services/executor", "plugins/docker-tcp/driver", true},
-		{"plugins/ssh-docker/driver", "plugins/docker-tcp/driver", false},
+		{"services/executor", "plugins/engine", true},
+		{"plugins/ssh-docker/driver", "plugins/engine", false},
+		{"plugins/ssh-docker/driver", "plugins/docker-tcp", true},
 		{"plugins/buildkit/driver", "plugins/ssh-docker/driver", true},
 		{"plugins/buildkit/driver", "services/release", true},
 		{"platform/hub", "services/ingest", true},

@@ -17,6 +17,7 @@ import (
 	"github.com/moby/buildkit/util/entitlements"
 	"github.com/tonistiigi/fsutil"
 
+	"github.com/open-balena-builder/builder/plugins/engine"
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
 )
@@ -40,7 +41,7 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 	}
 	defer untrack()
 
-	auths, err := parseRegistryConfig(jobID, spec.GetRegistryConfig())
+	auths, err := engine.ParseRegistryConfig(jobID, spec.GetRegistryConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +65,7 @@ type build struct {
 	d     *Driver
 	c     *bkclient.Client
 	spec  *pluginv1.BuildSpec
-	auths registryAuths
+	auths engine.RegistryAuths
 	own   string
 	reg   *registryClient
 	logs  sdk.LogSink
@@ -124,7 +125,7 @@ func (b *build) run(ctx context.Context, buildContext io.Reader) (*pluginv1.Resu
 		for _, s := range spec.GetSecrets() {
 			dests = append(dests, s.GetDest())
 		}
-		dockerfile = addSecretMounts(dockerfile, dests)
+		dockerfile = engine.AddSecretMounts(dockerfile, dests)
 	}
 	if err := os.WriteFile(filepath.Join(dfDir, "Dockerfile"), dockerfile, 0o600); err != nil {
 		return nil, err
@@ -195,7 +196,7 @@ func (b *build) solveOpt(ctxFS, dfFS fsutil.FS) (bkclient.SolveOpt, error) {
 	for _, s := range spec.GetSecrets() {
 		secrets[s.GetDest()] = s.GetContent()
 	}
-	ap, err := newAuthProvider(b.auths, b.own, spec.GetRegistryToken())
+	ap, err := engine.NewAuthProvider(b.auths, b.own, spec.GetRegistryToken())
 	if err != nil {
 		return bkclient.SolveOpt{}, err
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+
+	"github.com/open-balena-builder/builder/plugins/engine"
 )
 
 // registryClient reads manifests from registries with a job's credentials:
@@ -22,11 +24,11 @@ import (
 type registryClient struct {
 	own   string
 	token string
-	auths registryAuths
+	auths engine.RegistryAuths
 	http  *http.Client
 }
 
-func newRegistryClient(own, token string, auths registryAuths) *registryClient {
+func newRegistryClient(own, token string, auths engine.RegistryAuths) *registryClient {
 	return &registryClient{own: own, token: token, auths: auths, http: &http.Client{Timeout: 60 * time.Second}}
 }
 
@@ -67,7 +69,7 @@ func (r *registryClient) manifest(ctx context.Context, named reference.Named, re
 // get does one authorized GET: the job's token for own; for another
 // registry, anonymous first, then what its 401 challenge asks for.
 func (r *registryClient) get(ctx context.Context, host, path, auth string, named reference.Named) (*http.Response, error) {
-	if auth == "" && r.own != "" && r.token != "" && registryHost(host) == registryHost(r.own) {
+	if auth == "" && r.own != "" && r.token != "" && engine.RegistryHost(host) == engine.RegistryHost(r.own) {
 		auth = "Bearer " + r.token
 	}
 	resp, err := r.do(ctx, host, path, auth)
@@ -110,7 +112,7 @@ func (r *registryClient) do(ctx context.Context, host, path, auth string) (*http
 // authorize answers a 401 challenge: Basic with registry_config's
 // credentials, or Bearer with a token from the realm (with them, if any).
 func (r *registryClient) authorize(ctx context.Context, host, challenge, repo string) (string, error) {
-	ac, haveCreds := r.auths.lookup(host)
+	ac, haveCreds := r.auths.Lookup(host)
 	scheme, params := parseChallenge(challenge)
 	switch strings.ToLower(scheme) {
 	case "basic":

@@ -9,6 +9,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/moby/buildkit/session/secrets/secretsprovider"
 
+	"github.com/open-balena-builder/builder/plugins/engine"
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
 )
@@ -55,7 +56,7 @@ func validateSecrets(spec *pluginv1.BuildSpec) error {
 		parts := strings.Split(dest, "/")
 		if !secretDestRE.MatchString(dest) || slices.Contains(parts, ".") || slices.Contains(parts, "..") {
 			return fmt.Errorf("job %s: build secret dest %q: want a relative path of letters, digits, '.', '_' and '-' (mounted at %s<dest>): %w",
-				spec.GetJobId(), dest, secretsDir, sdk.ErrInvalidArgument)
+				spec.GetJobId(), dest, engine.SecretsDir, sdk.ErrInvalidArgument)
 		}
 		if seen[dest] {
 			return fmt.Errorf("job %s: build secret dest %q given twice: %w", spec.GetJobId(), dest, sdk.ErrInvalidArgument)

@@ -27,7 +27,7 @@ package driver
 import (
 	"log/slog"
 
-	tcpdriver "github.com/open-balena-builder/builder/plugins/docker-tcp/driver"
+	"github.com/open-balena-builder/builder/plugins/engine"
 )
 
 // Name and Version identify the plugin in Info.
@@ -37,6 +37,6 @@ const (
 )
 
 // New returns the ssh-docker Executor, logging to logger.
-func New(logger *slog.Logger) *tcpdriver.Driver {
-	return tcpdriver.NewWithOptions(logger, tcpdriver.Options{Name: Name, Version: Version, NewClient: NewClient})
+func New(logger *slog.Logger) *engine.Driver {
+	return engine.NewWithOptions(logger, engine.Options{Name: Name, Version: Version, NewClient: NewClient})
 }

@@ -4,7 +4,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/open-balena-builder/builder/plugins/docker-tcp/driver"
+	"github.com/open-balena-builder/builder/plugins/engine"
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	"github.com/open-balena-builder/builder/tests/pluginstack"
 )
@@ -19,7 +19,7 @@ func TestContract(t *testing.T) {
 	env, login := startStack(t)
 	bin := buildPlugin(t)
 
-	pluginstack.RunContracts(t, env, bin, func(l *slog.Logger) sdk.Executor { return driver.New(l) })
+	pluginstack.RunContracts(t, env, bin, func(l *slog.Logger) sdk.Executor { return engine.New(l) })
 	t.Run("NetworkMode", func(t *testing.T) { testNetworkMode(t, env) })
 	t.Run("RegistryConfig", func(t *testing.T) { testRegistryConfig(t, env, login) })
 }

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/open-balena-builder/builder/plugins/docker-tcp/driver"
+	"github.com/open-balena-builder/builder/plugins/engine"
 	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
 	"github.com/open-balena-builder/builder/tests/pluginstack"
@@ -67,7 +67,7 @@ func runInterfaces(t *testing.T, env sdktest.Env, host *pluginv1.HostConfig) []s
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tar := sdktest.ContextTar(t, map[string]string{"Dockerfile": dockerfile})
-	if _, err := driver.New(pluginstack.TestLogger(t)).Build(ctx, spec, bytes.NewReader(tar), rec.Sink()); err != nil {
+	if _, err := engine.New(pluginstack.TestLogger(t)).Build(ctx, spec, bytes.NewReader(tar), rec.Sink()); err != nil {
 		t.Fatalf("Build: %v\nlogs:\n%s", err, rec)
 	}
 	marker := "ifaces-" + nonce + ":"

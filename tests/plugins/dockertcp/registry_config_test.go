@@ -13,7 +13,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
-	"github.com/open-balena-builder/builder/plugins/docker-tcp/driver"
+	"github.com/open-balena-builder/builder/plugins/engine"
 	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
 	"github.com/open-balena-builder/builder/tests/pluginstack"
@@ -169,7 +169,7 @@ func buildWith(t *testing.T, env sdktest.Env, host *pluginv1.HostConfig, spec *p
 	rec := &sdktest.LogRecorder{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := driver.New(pluginstack.TestLogger(t)).Build(ctx, spec, bytes.NewReader(buildContext), rec.Sink())
+	res, err := engine.New(pluginstack.TestLogger(t)).Build(ctx, spec, bytes.NewReader(buildContext), rec.Sink())
 	return res, rec, err
 }
 

@@ -1,4 +1,4 @@
-package driver
+package engine
 
 // Tenants on a shared host: see the package documentation (doc.go) for
 // what is kept apart and what the layer cache still shares.
@@ -45,13 +45,13 @@ func registryDomain(ref string) string {
 
 // withJobToken returns auths with the openBalena registry (domain) given
 // the job's own token, whatever registry_config said about it.
-func withJobToken(auths registryAuths, domain, token string) registryAuths {
+func withJobToken(auths RegistryAuths, domain, token string) RegistryAuths {
 	if domain == "" || token == "" {
 		return auths
 	}
-	out := make(registryAuths, len(auths)+1)
+	out := make(RegistryAuths, len(auths)+1)
 	for k, v := range auths {
-		if registryHost(k) != registryHost(domain) {
+		if RegistryHost(k) != RegistryHost(domain) {
 			out[k] = v
 		}
 	}
@@ -393,7 +393,7 @@ func cacheMountNS(spec *pluginv1.BuildSpec) string {
 // privateImage tells whether an image is one the job may only have with
 // its own credentials: on the openBalena registry (own) or on a registry
 // of the registry secrets.
-func privateImage(name, own string, auths registryAuths) bool {
+func privateImage(name, own string, auths RegistryAuths) bool {
 	if namesImageID(name) {
 		return false
 	}
@@ -401,17 +401,17 @@ func privateImage(name, own string, auths registryAuths) bool {
 	if d == "" {
 		return false
 	}
-	if own != "" && registryHost(d) == registryHost(own) {
+	if own != "" && RegistryHost(d) == RegistryHost(own) {
 		return true
 	}
-	_, ok := auths.lookup(d)
+	_, ok := auths.Lookup(d)
 	return ok
 }
 
 // freshReason tells why the build must pull its base images fresh
 // (PullParent), by what the Dockerfile names alone; "" when that does not
 // ask for it. held tells whether another build in progress holds a name.
-func freshReason(imgs dockerfileImages, own string, auths registryAuths, held func(string) bool) string {
+func freshReason(imgs dockerfileImages, own string, auths RegistryAuths, held func(string) bool) string {
 	if len(imgs.unresolved) > 0 {
 		return fmt.Sprintf("%q cannot be resolved to an image name (it may be a private one)", imgs.unresolved[0])
 	}
@@ -419,7 +419,7 @@ func freshReason(imgs dockerfileImages, own string, auths registryAuths, held fu
 		switch d := registryDomain(name); {
 		case namesImageID(name):
 			return fmt.Sprintf("%q would name an image by its id: images are taken from the host by name only", name)
-		case own != "" && registryHost(d) == registryHost(own):
+		case own != "" && RegistryHost(d) == RegistryHost(own):
 			return fmt.Sprintf("%s is on the openBalena registry: pulled with this build's token", name)
 		case privateImage(name, own, auths):
 			return fmt.Sprintf("%s is on %s, a registry of the registry secrets: pulled with them", name, d)

@@ -1,4 +1,4 @@
-package driver
+package engine
 
 import (
 	"fmt"
@@ -61,7 +61,7 @@ func validateSecrets(spec *pluginv1.BuildSpec) error {
 		dest := s.GetDest()
 		if !secretDestRE.MatchString(dest) || slices.Contains(strings.Split(dest, "/"), ".") || slices.Contains(strings.Split(dest, "/"), "..") {
 			return fmt.Errorf("job %s: build secret dest %q: want a relative path of letters, digits, '.', '_' and '-' (mounted at %s<dest>): %w",
-				spec.GetJobId(), dest, secretsDir, sdk.ErrInvalidArgument)
+				spec.GetJobId(), dest, SecretsDir, sdk.ErrInvalidArgument)
 		}
 		if seen[dest] {
 			return fmt.Errorf("job %s: build secret dest %q given twice: %w", spec.GetJobId(), dest, sdk.ErrInvalidArgument)

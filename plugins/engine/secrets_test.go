@@ -1,4 +1,4 @@
-package driver
+package engine
 
 import (
 	"archive/tar"
@@ -199,7 +199,7 @@ func TestRegistryConfig(t *testing.T) {
 		"docker.io": {"username": "hub", "password": "hp"},
 		"id.example.com": {"identitytoken": "tok"}
 	}`
-	auths, err := parseRegistryConfig("j", cfg)
+	auths, err := ParseRegistryConfig("j", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestRegistryConfig(t *testing.T) {
 		"https://index.docker.io/v1/": "hub:hp",
 		"unknown.example.com":         "",
 	} {
-		ac, _ := auths.lookup(host)
+		ac, _ := auths.Lookup(host)
 		got := ac.Username + ":" + ac.Password
 		if got == ":" {
 			got = ""
@@ -220,12 +220,12 @@ func TestRegistryConfig(t *testing.T) {
 			t.Errorf("lookup(%s) = %q, want %q", host, got, want)
 		}
 	}
-	daemon := auths.forDaemon()
+	daemon := auths.ForDaemon()
 	if daemon[dockerHubKey].Username != "hub" || daemon["registry.example.com"].Password != "p1" || len(daemon) != 5 {
 		t.Errorf("forDaemon() = %d entries, hub %q", len(daemon), daemon[dockerHubKey].Username)
 	}
 
-	p := &authProvider{auths: auths}
+	p := &AuthProvider{auths: auths}
 	for host, want := range map[string]*auth.CredentialsResponse{
 		"registry.example.com": {Username: "u1", Secret: "p1"},
 		"id.example.com":       {Secret: "tok"},
@@ -237,11 +237,11 @@ func TestRegistryConfig(t *testing.T) {
 		}
 	}
 
-	if a, err := parseRegistryConfig("j", ""); a != nil || err != nil {
+	if a, err := ParseRegistryConfig("j", ""); a != nil || err != nil {
 		t.Errorf("empty registry_config: %v, %v", a, err)
 	}
 	for _, bad := range []string{`{"r": {"password": "hunter2"`, `["hunter2"]`, `{"r": {"auth": "aHVudGVyMg=="}}`} {
-		_, err := parseRegistryConfig("j", bad)
+		_, err := ParseRegistryConfig("j", bad)
 		if !errors.Is(err, sdk.ErrInvalidArgument) || strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("registry_config %.12q…: %v; want ErrInvalidArgument without the content", bad, err)
 		}
@@ -250,7 +250,7 @@ func TestRegistryConfig(t *testing.T) {
 
 func TestBuildOptionsTargetAndAuth(t *testing.T) {
 	spec := &pluginv1.BuildSpec{JobId: "j", ImageRef: "r/v2/x", Target: "first", Host: &pluginv1.HostConfig{}}
-	auths := registryAuths{"registry.example.com": registry.AuthConfig{Username: "u", Password: "p"}}
+	auths := RegistryAuths{"registry.example.com": registry.AuthConfig{Username: "u", Password: "p"}}
 	for _, bk := range []bool{false, true} {
 		spec.Host.Buildkit = bk
 		o := buildOptions(spec, auths)

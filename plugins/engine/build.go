@@ -1,4 +1,4 @@
-package driver
+package engine
 
 import (
 	"context"
@@ -37,7 +37,7 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 	if err := validateSpec(spec); err != nil {
 		return nil, err
 	}
-	auths, err := parseRegistryConfig(spec.GetJobId(), spec.GetRegistryConfig())
+	auths, err := ParseRegistryConfig(spec.GetJobId(), spec.GetRegistryConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 // soon as the build is over. A classic-builder image is kept for the layer
 // cache under its cacheName. On failure or cancellation it makes sure the
 // build's containers are gone.
-func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths registryAuths, u *untagger, buildContext io.Reader, logs sdk.LogSink) (string, error) {
+func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths RegistryAuths, u *untagger, buildContext io.Reader, logs sdk.LogSink) (string, error) {
 	// The Dockerfile decides how base images are taken: no build without
 	// having read it.
 	dockerfile, whole, err := peekDockerfile(buildContext, dockerfileNames(spec))
@@ -178,7 +178,7 @@ func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.Bui
 // (PullParent; pull=1 for BuildKit too) rather than use the host's copies,
 // and says why in the plugin's log (and, when it is the Dockerfile's
 // doing, in the build's). See freshReason and hostReason.
-func (d *Driver) pullParent(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, imgs dockerfileImages, own string, auths registryAuths, logs sdk.LogSink) (bool, error) {
+func (d *Driver) pullParent(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, imgs dockerfileImages, own string, auths RegistryAuths, logs sdk.LogSink) (bool, error) {
 	reason := freshReason(imgs, own, auths, func(string) bool { return false })
 	if reason != "" {
 		if err := logs(&pluginv1.Log{Text: "Pulling base images fresh: " + reason, Info: true}); err != nil {
@@ -211,7 +211,7 @@ func (d *Driver) pullParent(ctx context.Context, c *client.Client, spec *pluginv
 // wherever another build's pull left it. When the registry cannot be
 // reached, only an image the host has under that very name passes (the
 // offline case).
-func (d *Driver) checkPinned(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, names []string, auths registryAuths, logs sdk.LogSink) error {
+func (d *Driver) checkPinned(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, names []string, auths RegistryAuths, logs sdk.LogSink) error {
 	for _, name := range names {
 		named, err := reference.ParseNormalizedNamed(name)
 		if err != nil {
@@ -221,7 +221,7 @@ func (d *Driver) checkPinned(ctx context.Context, c *client.Client, spec *plugin
 			continue
 		}
 		var auth string
-		if ac, ok := auths.lookup(reference.Domain(named)); ok {
+		if ac, ok := auths.Lookup(reference.Domain(named)); ok {
 			if auth, err = registry.EncodeAuthConfig(ac); err != nil {
 				return fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), reference.Domain(named))
 			}
@@ -272,7 +272,7 @@ func (d *Driver) releaseAll(names []string) {
 // builder then uses exactly these copies (PullParent off), unless a name
 // could not be resolved (PullParent on: the daemon resolves it). Names it
 // pulled are added to held (see hold).
-func (d *Driver) pullBases(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, imgs dockerfileImages, own string, auths registryAuths, held *[]string, logs sdk.LogSink) (bool, error) {
+func (d *Driver) pullBases(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, imgs dockerfileImages, own string, auths RegistryAuths, held *[]string, logs sdk.LogSink) (bool, error) {
 	if reason := freshReason(imgs, own, auths, func(string) bool { return false }); reason != "" {
 		if err := logs(&pluginv1.Log{Text: "Pulling base images fresh: " + reason, Info: true}); err != nil {
 			return false, err
@@ -304,7 +304,7 @@ func (d *Driver) pullBases(ctx context.Context, c *client.Client, spec *pluginv1
 
 // pullBase pulls one base image for a classic build and returns the
 // host's image of that name.
-func (d *Driver) pullBase(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, name string, auths registryAuths, held *[]string, logs sdk.LogSink) (*image.InspectResponse, error) {
+func (d *Driver) pullBase(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, name string, auths RegistryAuths, held *[]string, logs sdk.LogSink) (*image.InspectResponse, error) {
 	named, err := reference.ParseNormalizedNamed(name)
 	if err != nil { // an image id: pulled by that name from Docker Hub
 		named, err = reference.ParseNormalizedNamed("docker.io/library/" + name)
@@ -313,7 +313,7 @@ func (d *Driver) pullBase(ctx context.Context, c *client.Client, spec *pluginv1.
 		return nil, fmt.Errorf("job %s: base image %q: %v: %w", spec.GetJobId(), name, err, sdk.ErrInvalidArgument)
 	}
 	var auth string
-	if ac, ok := auths.lookup(reference.Domain(named)); ok {
+	if ac, ok := auths.Lookup(reference.Domain(named)); ok {
 		if auth, err = registry.EncodeAuthConfig(ac); err != nil {
 			return nil, fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), reference.Domain(named))
 		}
@@ -366,7 +366,7 @@ func checkTriggers(name string, img *image.InspectResponse) error {
 // another build in progress holds stays for that build to remove; the
 // job's own name (ref: a FROM of its own repository) goes after the push.
 // Public base images stay.
-func (d *Driver) dropBases(u *untagger, ref string, held, pulled []string, before map[string]string, own string, auths registryAuths) {
+func (d *Driver) dropBases(u *untagger, ref string, held, pulled []string, before map[string]string, own string, auths RegistryAuths) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(u.ctx), untagTimeout)
 	defer cancel()
 	var drop []string
@@ -395,13 +395,13 @@ func (d *Driver) dropBases(u *untagger, ref string, held, pulled []string, befor
 // context as the request body) and returns the image id. A build with
 // secrets or registry credentials gets a BuildKit session that serves them
 // (see startSession); with secrets, the Dockerfile is rewritten on its way
-// through the context so that every RUN mounts them (addSecretMounts).
+// through the context so that every RUN mounts them (AddSecretMounts).
 // Cancelling ctx closes the request, which makes the daemon cancel the
 // solve; the build is also cancelled by its build id (POST /build/cancel),
 // in case the closed connection does not reach the daemon (a proxy in
 // between). BuildKit's steps are no containers of the daemon: there are
 // none to remove.
-func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, opts build.ImageBuildOptions, auths registryAuths, buildContext io.Reader, logs sdk.LogSink) (string, error) {
+func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, opts build.ImageBuildOptions, auths RegistryAuths, buildContext io.Reader, logs sdk.LogSink) (string, error) {
 	opts.BuildID = buildID(spec.GetJobId())
 	if len(spec.GetSecrets()) > 0 || len(auths) > 0 {
 		s, err := d.startSession(ctx, c, spec, auths)
@@ -417,7 +417,7 @@ func (d *Driver) buildKit(ctx context.Context, c *client.Client, spec *pluginv1.
 		for i, s := range secrets {
 			dests[i] = s.GetDest()
 		}
-		rewriter = rewriteDockerfile(buildContext, dockerfileNames(spec), func(b []byte) []byte { return addSecretMounts(b, dests) })
+		rewriter = rewriteDockerfile(buildContext, dockerfileNames(spec), func(b []byte) []byte { return AddSecretMounts(b, dests) })
 		defer rewriter.Close()
 		buildContext = rewriter
 	}
@@ -479,7 +479,7 @@ func runImageBuild(ctx context.Context, c *client.Client, opts build.ImageBuildO
 	return flush()
 }
 
-func buildOptions(spec *pluginv1.BuildSpec, auths registryAuths) build.ImageBuildOptions {
+func buildOptions(spec *pluginv1.BuildSpec, auths RegistryAuths) build.ImageBuildOptions {
 	dockerfile := spec.GetDockerfile()
 	if dockerfile == "" {
 		dockerfile = "Dockerfile"
@@ -506,7 +506,7 @@ func buildOptions(spec *pluginv1.BuildSpec, auths registryAuths) build.ImageBuil
 		NetworkMode: spec.GetHost().GetNetworkMode(),
 		Version:     version,
 		Target:      spec.GetTarget(),
-		AuthConfigs: auths.forDaemon(), // X-Registry-Config, for the classic builder's FROM pulls
+		AuthConfigs: auths.ForDaemon(), // X-Registry-Config, for the classic builder's FROM pulls
 	}
 }
 

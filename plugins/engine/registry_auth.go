@@ -1,4 +1,4 @@
-package driver
+package engine
 
 import (
 	"encoding/base64"
@@ -15,19 +15,19 @@ import (
 // dockerHubKey is the key the daemon looks Docker Hub credentials up by.
 const dockerHubKey = "https://index.docker.io/v1/"
 
-// registryAuths are the credentials of a spec's registry_config (the
+// RegistryAuths are the credentials of a spec's registry_config (the
 // X-Registry-Config JSON: registry host → credentials), for pulling private
 // base images. They are never logged and never part of an error.
-type registryAuths map[string]registry.AuthConfig
+type RegistryAuths map[string]registry.AuthConfig
 
-// parseRegistryConfig decodes registry_config. Entries that carry only
+// ParseRegistryConfig decodes registry_config. Entries that carry only
 // "auth" (base64 user:password, as in a docker config.json) get username
 // and password from it. Errors say nothing about the content.
-func parseRegistryConfig(jobID, cfg string) (registryAuths, error) {
+func ParseRegistryConfig(jobID, cfg string) (RegistryAuths, error) {
 	if strings.TrimSpace(cfg) == "" {
 		return nil, nil
 	}
-	var auths registryAuths
+	var auths RegistryAuths
 	if err := json.Unmarshal([]byte(cfg), &auths); err != nil {
 		return nil, fmt.Errorf("job %s: registry_config is not a JSON object of registry → credentials: %w", jobID, sdk.ErrInvalidArgument)
 	}
@@ -45,11 +45,11 @@ func parseRegistryConfig(jobID, cfg string) (registryAuths, error) {
 	return auths, nil
 }
 
-// forDaemon returns the credentials as ImageBuildOptions.AuthConfigs: as
+// ForDaemon returns the credentials as ImageBuildOptions.AuthConfigs: as
 // given, plus Docker Hub's under the key the daemon looks them up by
 // (https://index.docker.io/v1/) when they were given as docker.io, "" or
 // similar.
-func (a registryAuths) forDaemon() map[string]registry.AuthConfig {
+func (a RegistryAuths) ForDaemon() map[string]registry.AuthConfig {
 	if len(a) == 0 {
 		return nil
 	}
@@ -58,37 +58,37 @@ func (a registryAuths) forDaemon() map[string]registry.AuthConfig {
 		out[k] = v
 	}
 	if _, ok := out[dockerHubKey]; !ok {
-		if ac, ok := a.lookup("docker.io"); ok {
+		if ac, ok := a.Lookup("docker.io"); ok {
 			out[dockerHubKey] = ac
 		}
 	}
 	return out
 }
 
-// lookup returns the credentials for a registry host ("registry.example.com",
+// Lookup returns the credentials for a registry host ("registry.example.com",
 // "127.0.0.1:5000", "docker.io", "registry-1.docker.io"). Keys match with or
 // without a scheme and a path, and any case; an exact key wins.
-func (a registryAuths) lookup(host string) (registry.AuthConfig, bool) {
+func (a RegistryAuths) Lookup(host string) (registry.AuthConfig, bool) {
 	if ac, ok := a[host]; ok {
 		return ac, true
 	}
-	want := registryHost(host)
+	want := RegistryHost(host)
 	keys := make([]string, 0, len(a))
 	for k := range a {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		if registryHost(k) == want {
+		if RegistryHost(k) == want {
 			return a[k], true
 		}
 	}
 	return registry.AuthConfig{}, false
 }
 
-// registryHost normalises a registry key or host: no scheme, no path,
+// RegistryHost normalises a registry key or host: no scheme, no path,
 // lower case, and "docker.io" for every name of Docker Hub.
-func registryHost(s string) string {
+func RegistryHost(s string) string {
 	s = strings.ToLower(strings.TrimSpace(s))
 	s = strings.TrimPrefix(strings.TrimPrefix(s, "https://"), "http://")
 	if i := strings.IndexByte(s, '/'); i >= 0 {

@@ -1,4 +1,4 @@
-package driver
+package engine
 
 import (
 	"context"
@@ -31,7 +31,7 @@ import (
 // has credentials for, and never after the registry answered (denied,
 // unknown): another job's copy is not this job's to take. The log says
 // which case it was. It returns the image id.
-func (d *Driver) pull(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths registryAuths, u *untagger, logs sdk.LogSink) (string, error) {
+func (d *Driver) pull(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, own string, auths RegistryAuths, u *untagger, logs sdk.LogSink) (string, error) {
 	img := spec.GetPullImage()
 	named, err := reference.ParseNormalizedNamed(img)
 	if err != nil { // validateSpec checked it
@@ -39,13 +39,13 @@ func (d *Driver) pull(ctx context.Context, c *client.Client, spec *pluginv1.Buil
 	}
 	domain := reference.Domain(named)
 	var auth string
-	ac, withCredentials := auths.lookup(domain)
+	ac, withCredentials := auths.Lookup(domain)
 	if withCredentials {
 		if auth, err = registry.EncodeAuthConfig(ac); err != nil {
 			return "", fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), domain)
 		}
 	}
-	ownRegistry := own != "" && registryHost(domain) == registryHost(own)
+	ownRegistry := own != "" && RegistryHost(domain) == RegistryHost(own)
 	before, err := localImage(ctx, c, img)
 	if err != nil {
 		return "", canceled(ctx, spec.GetJobId(), err)

@@ -1,4 +1,4 @@
-package driver
+package engine
 
 import (
 	"encoding/csv"
@@ -31,8 +31,8 @@ import (
 // The tests parse both Dockerfiles with BuildKit's parser and compare
 // (table cases and FuzzAddSecretMounts).
 
-// secretsDir is where build secrets are mounted.
-const secretsDir = "/run/secrets/"
+// SecretsDir is where build secrets are mounted.
+const SecretsDir = "/run/secrets/"
 
 var (
 	// directiveRE is a parser directive line (# escape=`), after leading
@@ -54,7 +54,7 @@ var (
 
 // secretMountFlag is the RUN flag that mounts the secret dest.
 func secretMountFlag(dest string) string {
-	return "--mount=type=secret,id=" + dest + ",target=" + secretsDir + dest
+	return "--mount=type=secret,id=" + dest + ",target=" + SecretsDir + dest
 }
 
 // dfSegment is the part of one physical line that belongs to a logical
@@ -71,12 +71,12 @@ type dfEdit struct {
 	text      string
 }
 
-// addSecretMounts returns dockerfile with the mount flag of every secret
+// AddSecretMounts returns dockerfile with the mount flag of every secret
 // (dests: paths under /run/secrets) added to each RUN instruction. A RUN
 // that already mounts a secret at one of those targets keeps its own mount
 // there. A Dockerfile the parser would reject is rewritten as far as it
 // goes; the build then reports the error.
-func addSecretMounts(dockerfile []byte, dests []string) []byte {
+func AddSecretMounts(dockerfile []byte, dests []string) []byte {
 	if len(dests) == 0 {
 		return dockerfile
 	}
@@ -257,7 +257,7 @@ func missingSecretFlags(args string, dests []string, escape byte) []string {
 	}
 	var out []string
 	for _, d := range dests {
-		if !have[path.Clean(secretsDir+d)] {
+		if !have[path.Clean(SecretsDir+d)] {
 			out = append(out, secretMountFlag(d))
 		}
 	}
@@ -295,7 +295,7 @@ func secretMountTarget(v string) string {
 		return ""
 	}
 	if target == "" && id != "" {
-		target = secretsDir + id
+		target = SecretsDir + id
 	}
 	if target == "" {
 		return ""

@@ -1,8 +1,10 @@
-// Package driver is the docker-tcp executor plugin: it builds with the
-// classic builder of a remote Docker daemon (tcp:// with optional TLS, or
-// unix://), or with the daemon's BuildKit when host.buildkit is set, and
-// pushes the result to the registry from that daemon. The ssh-docker
-// plugin reuses it over its own transport.
+// Package engine is the Engine-API executor both Docker plugins are made of:
+// it builds with the classic builder of a Docker daemon, or with the
+// daemon's BuildKit when host.buildkit is set, and pushes the result to the
+// registry from that daemon. docker-tcp (plugins/docker-tcp) uses it over
+// tcp:// (optional TLS) or unix://; ssh-docker over SSH, with its own
+// client (Options.NewClient). The buildkit plugin shares its registry
+// credentials and Dockerfile secret rules.
 //
 // # Tenants on a shared host
 //
@@ -95,4 +97,4 @@
 // digest it resolves to are not seen. BuildKit reads ONBUILD triggers only
 // of base images on the host (the daemon's BuildKit takes no image from an
 // ONBUILD COPY --from: it copies from the context).
-package driver
+package engine

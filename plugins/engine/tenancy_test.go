@@ -1,4 +1,4 @@
-package driver
+package engine
 
 import (
 	"archive/tar"
@@ -74,7 +74,7 @@ func TestNamesImageID(t *testing.T) {
 
 func TestFreshReason(t *testing.T) {
 	const own = "registry2.example.com"
-	auths := registryAuths{"private.example.com": {Username: "u", Password: "p"}}
+	auths := RegistryAuths{"private.example.com": {Username: "u", Password: "p"}}
 	tests := []struct {
 		name string
 		imgs dockerfileImages
@@ -140,7 +140,7 @@ func TestHasName(t *testing.T) {
 
 func TestAuthProviderGivesTheJobTokenForItsRegistryOnly(t *testing.T) {
 	ctx := context.Background()
-	p, err := newAuthProvider(registryAuths{"r.io": {Username: "u", Password: "pw"}}, "registry2.example.com", "job-token")
+	p, err := NewAuthProvider(RegistryAuths{"r.io": {Username: "u", Password: "pw"}}, "registry2.example.com", "job-token")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestAuthProviderGivesTheJobTokenForItsRegistryOnly(t *testing.T) {
 		!ed25519.Verify(ta.GetPublicKey(), payload, signed[:ed25519.SignatureSize]) {
 		t.Error("VerifyTokenAuthority did not sign the payload with the authority's key")
 	}
-	other, _ := newAuthProvider(nil, own, "other-token")
+	other, _ := NewAuthProvider(nil, own, "other-token")
 	ota, _ := other.GetTokenAuthority(ctx, &auth.GetTokenAuthorityRequest{Host: own})
 	if bytes.Equal(ota.GetPublicKey(), ta.GetPublicKey()) {
 		t.Error("two sessions share an authority key: BuildKit would share their tokens")
@@ -185,9 +185,9 @@ func TestAuthProviderGivesTheJobTokenForItsRegistryOnly(t *testing.T) {
 }
 
 func TestWithJobTokenReplacesTheRegistrysCredentials(t *testing.T) {
-	auths := registryAuths{"http://REGISTRY2.example.com/": {Username: "user", Password: "api-key"}, "other.io": {Username: "o"}}
+	auths := RegistryAuths{"http://REGISTRY2.example.com/": {Username: "user", Password: "api-key"}, "other.io": {Username: "o"}}
 	got := withJobToken(auths, "registry2.example.com", "job-token")
-	ac, ok := got.lookup("registry2.example.com")
+	ac, ok := got.Lookup("registry2.example.com")
 	if !ok || ac.RegistryToken != "job-token" || ac.Username != "" || ac.Password != "" {
 		t.Errorf("openBalena registry credentials %+v", ac)
 	}

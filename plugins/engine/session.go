@@ -1,4 +1,4 @@
-package driver
+package engine
 
 import (
 	"context"
@@ -29,7 +29,7 @@ import (
 // does not read X-Registry-Config) and the job's registry token for the
 // openBalena registry. The build names it by ImageBuildOptions.SessionID.
 // Close the session once the build is over; cancelling ctx also ends it.
-func (d *Driver) startSession(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, auths registryAuths) (*session.Session, error) {
+func (d *Driver) startSession(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, auths RegistryAuths) (*session.Session, error) {
 	jobID, secrets := spec.GetJobId(), spec.GetSecrets()
 	s, err := session.NewSession(ctx, "obb-"+jobID)
 	if err != nil {
@@ -43,7 +43,7 @@ func (d *Driver) startSession(ctx context.Context, c *client.Client, spec *plugi
 		s.Allow(secretsprovider.FromMap(m))
 	}
 	if len(auths) > 0 {
-		p, err := newAuthProvider(auths, registryDomain(spec.GetImageRef()), spec.GetRegistryToken())
+		p, err := NewAuthProvider(auths, registryDomain(spec.GetImageRef()), spec.GetRegistryToken())
 		if err != nil {
 			return nil, err
 		}
@@ -61,7 +61,7 @@ func (d *Driver) startSession(ctx context.Context, c *client.Client, spec *plugi
 	return s, nil
 }
 
-// authProvider answers BuildKit's credential requests from registry_config,
+// AuthProvider answers BuildKit's credential requests from registry_config,
 // and hands BuildKit the job's own registry token for the openBalena
 // registry (own).
 //
@@ -73,17 +73,17 @@ func (d *Driver) startSession(ctx context.Context, c *client.Client, spec *plugi
 // (so that BuildKit shares the token with no other session: it checks
 // that a session signs with the key before it reuses a token, see
 // VerifyTokenAuthority), and FetchToken returns the job's token.
-type authProvider struct {
+type AuthProvider struct {
 	auth.UnimplementedAuthServer
-	auths     registryAuths
+	auths     RegistryAuths
 	own       string // the openBalena registry, "" if no token
 	token     string
 	key       ed25519.PrivateKey
 	anonymous string // the user name given for own: no other session's
 }
 
-func newAuthProvider(auths registryAuths, own, token string) (*authProvider, error) {
-	p := &authProvider{auths: auths}
+func NewAuthProvider(auths RegistryAuths, own, token string) (*AuthProvider, error) {
+	p := &AuthProvider{auths: auths}
 	if own == "" || token == "" {
 		return p, nil
 	}
@@ -96,10 +96,10 @@ func newAuthProvider(auths registryAuths, own, token string) (*authProvider, err
 	return p, nil
 }
 
-func (p *authProvider) Register(s *grpc.Server) { auth.RegisterAuthServer(s, p) }
+func (p *AuthProvider) Register(s *grpc.Server) { auth.RegisterAuthServer(s, p) }
 
-func (p *authProvider) isOwn(host string) bool {
-	return p.own != "" && registryHost(host) == registryHost(p.own)
+func (p *AuthProvider) isOwn(host string) bool {
+	return p.own != "" && RegistryHost(host) == RegistryHost(p.own)
 }
 
 // Credentials returns the user name and password (or identity token) for
@@ -108,11 +108,11 @@ func (p *authProvider) isOwn(host string) bool {
 // name of this session's without a password: BuildKit fetches no token
 // with it, and it does not match another session's anonymous access, which
 // BuildKit would otherwise reuse for this one.
-func (p *authProvider) Credentials(_ context.Context, req *auth.CredentialsRequest) (*auth.CredentialsResponse, error) {
+func (p *AuthProvider) Credentials(_ context.Context, req *auth.CredentialsRequest) (*auth.CredentialsResponse, error) {
 	if p.isOwn(req.GetHost()) {
 		return &auth.CredentialsResponse{Username: p.anonymous}, nil
 	}
-	ac, ok := p.auths.lookup(req.GetHost())
+	ac, ok := p.auths.Lookup(req.GetHost())
 	switch {
 	case !ok:
 		return &auth.CredentialsResponse{}, nil
@@ -125,7 +125,7 @@ func (p *authProvider) Credentials(_ context.Context, req *auth.CredentialsReque
 
 // GetTokenAuthority returns the session's public key for the openBalena
 // registry: BuildKit then asks FetchToken for its tokens.
-func (p *authProvider) GetTokenAuthority(_ context.Context, req *auth.GetTokenAuthorityRequest) (*auth.GetTokenAuthorityResponse, error) {
+func (p *AuthProvider) GetTokenAuthority(_ context.Context, req *auth.GetTokenAuthorityRequest) (*auth.GetTokenAuthorityResponse, error) {
 	if !p.isOwn(req.GetHost()) {
 		return nil, status.Error(codes.Unimplemented, "no token authority for this registry")
 	}
@@ -134,7 +134,7 @@ func (p *authProvider) GetTokenAuthority(_ context.Context, req *auth.GetTokenAu
 
 // VerifyTokenAuthority signs BuildKit's payload with the session's key
 // (NaCl sign format: signature, then the message).
-func (p *authProvider) VerifyTokenAuthority(_ context.Context, req *auth.VerifyTokenAuthorityRequest) (*auth.VerifyTokenAuthorityResponse, error) {
+func (p *AuthProvider) VerifyTokenAuthority(_ context.Context, req *auth.VerifyTokenAuthorityRequest) (*auth.VerifyTokenAuthorityResponse, error) {
 	if !p.isOwn(req.GetHost()) {
 		return nil, status.Error(codes.Unimplemented, "no token authority for this registry")
 	}
@@ -148,7 +148,7 @@ const tokenLifetime = 60
 // FetchToken returns the job's registry token for the openBalena
 // registry, whatever scopes BuildKit asks for: the registry grants only
 // what the token carries.
-func (p *authProvider) FetchToken(_ context.Context, req *auth.FetchTokenRequest) (*auth.FetchTokenResponse, error) {
+func (p *AuthProvider) FetchToken(_ context.Context, req *auth.FetchTokenRequest) (*auth.FetchTokenResponse, error) {
 	if !p.isOwn(req.GetHost()) {
 		return nil, status.Error(codes.Unimplemented, "no token authority for this registry")
 	}

@@ -1,4 +1,4 @@
-package driver
+package engine
 
 import (
 	"slices"
@@ -24,7 +24,7 @@ type secretMountsCase struct {
 func TestAddSecretMounts(t *testing.T) {
 	for _, tc := range secretMountsCases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := string(addSecretMounts([]byte(tc.in), tc.dests))
+			got := string(AddSecretMounts([]byte(tc.in), tc.dests))
 			if got != tc.want {
 				t.Fatalf("got:\n%s\nwant:\n%s", got, tc.want)
 			}
@@ -42,7 +42,7 @@ func FuzzAddSecretMounts(f *testing.F) {
 	}
 	dests := []string{"k", "app/token"}
 	f.Fuzz(func(t *testing.T, dockerfile string) {
-		checkParsesSame(t, dockerfile, string(addSecretMounts([]byte(dockerfile), dests)), dests)
+		checkParsesSame(t, dockerfile, string(AddSecretMounts([]byte(dockerfile), dests)), dests)
 	})
 }
 
@@ -178,7 +178,7 @@ func checkParsesSame(t *testing.T, orig, rewritten string, dests []string) {
 				f := secretMountFlag(d)
 				if !slices.ContainsFunc(na.Flags, func(g string) bool {
 					v, ok := strings.CutPrefix(g, "--mount=")
-					return ok && secretMountTarget(v) == secretsDir+d
+					return ok && secretMountTarget(v) == SecretsDir+d
 				}) {
 					add = append(add, f)
 				}
