@@ -9,7 +9,7 @@ PKGS := ./... ./proto/... ./tests/...
 TOOLS := bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc bin/protoc-gen-grpc-gateway bin/protoc-gen-openapiv2 bin/grpcurl
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build image tools proto proto-check lint test test-unit test-e2e fuzz bench demo deps clean
+.PHONY: all build image tools proto proto-check lint test test-unit fuzz bench demo deps clean
 
 all: build
 

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/open-balena-builder/builder/platform/config"
+	"github.com/open-balena-builder/builder/platform/hostrules"
 	"github.com/open-balena-builder/builder/platform/hub"
 	"github.com/open-balena-builder/builder/platform/rpc"
 	"github.com/open-balena-builder/builder/platform/sqlstore"
@@ -347,7 +347,7 @@ func startExecutor(ctx context.Context, p *process, cfg config.Config, peers *cl
 		return err
 	}
 	for _, h := range cfg.Hosts {
-		if strings.HasPrefix(h.Endpoint, "tcp://") && h.TLSCert == "" && h.TLSCA == "" {
+		if hostrules.Plaintext(h.Endpoint, h.TLSCA, h.TLSCert) {
 			log.Warn("Docker host without TLS: anyone who reaches it is root on it; use tcp://...:2376 with TLS (DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or tls_ca/tls_cert/tls_key) or ssh://",
 				"host", h.Name, "endpoint", h.Endpoint)
 		}

@@ -10,12 +10,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/open-balena-builder/builder/platform/hostrules"
 )
 
 // Config is the whole configuration of one obb process.
@@ -459,7 +460,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.endpoint: %v", field, err))
 		case u.Scheme != "tcp" && u.Scheme != "unix" && u.Scheme != "ssh":
 			errs = append(errs, fmt.Errorf("%s.endpoint: %q: scheme must be tcp://, unix:// or ssh://", field, h.Endpoint))
-		case u.Scheme == "tcp" && h.TLSCert == "" && h.TLSCA == "" && !h.AllowPlaintext:
+		case hostrules.Plaintext(h.Endpoint, h.TLSCA, h.TLSCert) && !h.AllowPlaintext:
 			errs = append(errs, fmt.Errorf("%s.endpoint: %q has no TLS: anyone who reaches it is root on the host; set tls_ca, tls_cert and tls_key (Docker's port 2376), or allow_plaintext: true", field, h.Endpoint))
 		}
 		if (h.TLSCert == "") != (h.TLSKey == "") {
@@ -490,7 +491,7 @@ func (c Config) Validate() error {
 		if h.MaxConcurrent < 0 {
 			errs = append(errs, fmt.Errorf("%s.max_concurrent: must be positive", field))
 		}
-		if !ValidNetworkMode(h.NetworkMode) {
+		if !hostrules.ValidNetworkMode(h.NetworkMode) {
 			errs = append(errs, fmt.Errorf("%s.network_mode (OBB_BUILD_NETWORK): %q: use none, host, default or a network name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)", field, h.NetworkMode))
 		}
 	}
@@ -504,19 +505,6 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("tls (OBB_TLS_CA, OBB_TLS_CERT, OBB_TLS_KEY): all three go together"))
 	}
 	return errors.Join(errs...)
-}
-
-// networkNameRE is what Docker accepts as a network name.
-var networkNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-
-// ValidNetworkMode tells whether m is a network mode for RUN steps: "" (the
-// daemon's default), "none", "host", "default" or a network name.
-func ValidNetworkMode(m string) bool {
-	switch m {
-	case "", "none", "host", "default":
-		return true
-	}
-	return networkNameRE.MatchString(m)
 }
 
 // Platform maps a CPU architecture slug to a Docker platform.

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/open-balena-builder/builder/platform/hostrules"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -124,7 +126,7 @@ func TestValidNetworkMode(t *testing.T) {
 		"": true, "none": true, "host": true, "default": true, "bridge": true, "my-net_1.x": true, "0net": true,
 		"-net": false, ".net": false, "my net": false, "net/1": false, "net:x": false, "container:abc": false,
 	} {
-		if got := ValidNetworkMode(m); got != want {
+		if got := hostrules.ValidNetworkMode(m); got != want {
 			t.Errorf("ValidNetworkMode(%q) = %v, want %v", m, got, want)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/moby/buildkit/session/secrets/secretsprovider"
 
+	"github.com/open-balena-builder/builder/platform/hostrules"
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
 )
@@ -28,7 +29,7 @@ func validateSpec(spec *pluginv1.BuildSpec) error {
 	if !reference.IsNameOnly(named) {
 		return fmt.Errorf("job %s: image_ref %q must have no tag or digest (the tag is latest): %w", spec.GetJobId(), spec.GetImageRef(), sdk.ErrInvalidArgument)
 	}
-	if m := spec.GetHost().GetNetworkMode(); !validNetworkMode(m) {
+	if m := spec.GetHost().GetNetworkMode(); !hostrules.ValidNetworkMode(m) {
 		return fmt.Errorf("job %s: host network_mode %q: use none, host, default or a network name: %w", spec.GetJobId(), m, sdk.ErrInvalidArgument)
 	}
 	if img := spec.GetPullImage(); img != "" {
@@ -56,6 +57,14 @@ func validateSecrets(spec *pluginv1.BuildSpec) error {
 		return fmt.Errorf("job %s: build secrets need BuildKit: host %q uses the classic builder; set DOCKER_BUILDKIT=1 or buildkit: true for this host: %w",
 			spec.GetJobId(), spec.GetHost().GetName(), sdk.ErrInvalidArgument)
 	}
+	return ValidateSecretDests(spec)
+}
+
+// ValidateSecretDests checks a build's secrets for any BuildKit: each
+// needs a distinct plain path under SecretsDir and fits BuildKit's size
+// limit.
+func ValidateSecretDests(spec *pluginv1.BuildSpec) error {
+	secrets := spec.GetSecrets()
 	seen := make(map[string]bool, len(secrets))
 	for _, s := range secrets {
 		dest := s.GetDest()
@@ -76,13 +85,3 @@ func validateSecrets(spec *pluginv1.BuildSpec) error {
 
 // maxSecretSize is BuildKit's limit on the size of a secret.
 const maxSecretSize = secretsprovider.MaxSecretSize
-
-// networkNameRE is what Docker accepts as a network name; "none", "host"
-// and "default" are names too.
-var networkNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-
-// validNetworkMode tells whether m is a network mode for RUN steps: "" (the
-// daemon's default), "none", "host", "default" or a network name.
-func validNetworkMode(m string) bool {
-	return m == "" || networkNameRE.MatchString(m)
-}

@@ -2,12 +2,8 @@ package driver
 
 import (
 	"fmt"
-	"regexp"
-	"slices"
-	"strings"
 
 	"github.com/distribution/reference"
-	"github.com/moby/buildkit/session/secrets/secretsprovider"
 
 	"github.com/open-balena-builder/builder/plugins/engine"
 	"github.com/open-balena-builder/builder/plugins/sdk"
@@ -43,28 +39,6 @@ func validateSpec(spec *pluginv1.BuildSpec) error {
 	return validateSecrets(spec)
 }
 
-// secretDestRE is a secret's path under /run/secrets: relative, of plain
-// names (no blanks, commas or quotes: it goes into a RUN --mount flag).
-var secretDestRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`)
-
-// validateSecrets checks the build secrets: each needs a distinct plain
-// path and fits BuildKit's size limit.
-func validateSecrets(spec *pluginv1.BuildSpec) error {
-	seen := make(map[string]bool, len(spec.GetSecrets()))
-	for _, s := range spec.GetSecrets() {
-		dest := s.GetDest()
-		parts := strings.Split(dest, "/")
-		if !secretDestRE.MatchString(dest) || slices.Contains(parts, ".") || slices.Contains(parts, "..") {
-			return fmt.Errorf("job %s: build secret dest %q: want a relative path of letters, digits, '.', '_' and '-' (mounted at %s<dest>): %w",
-				spec.GetJobId(), dest, engine.SecretsDir, sdk.ErrInvalidArgument)
-		}
-		if seen[dest] {
-			return fmt.Errorf("job %s: build secret dest %q given twice: %w", spec.GetJobId(), dest, sdk.ErrInvalidArgument)
-		}
-		seen[dest] = true
-		if n := len(s.GetContent()); n > secretsprovider.MaxSecretSize {
-			return fmt.Errorf("job %s: build secret %q is %d bytes; BuildKit takes at most %d: %w", spec.GetJobId(), dest, n, secretsprovider.MaxSecretSize, sdk.ErrInvalidArgument)
-		}
-	}
-	return nil
-}
+// validateSecrets checks the build secrets as the engine does for any
+// BuildKit.
+func validateSecrets(spec *pluginv1.BuildSpec) error { return engine.ValidateSecretDests(spec) }
