@@ -28,6 +28,9 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 
 mkdir -p "$DIR"
+# Test packages run in parallel and each may install: one at a time.
+exec 9>"$CACHE/balena-cli.lock"
+flock 9
 if ! installed; then
 	cat >"$DIR/package.json" <<JSON
 {

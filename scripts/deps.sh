@@ -18,6 +18,11 @@ export DEBIAN_FRONTEND=noninteractive
 
 log() { echo "deps.sh: $*" >&2; }
 
+# Test packages run in parallel and each runs this script: one at a time.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/deps.lock"
+flock 9
+
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
 	if command -v sudo >/dev/null 2>&1; then
