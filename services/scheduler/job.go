@@ -29,14 +29,30 @@ func logEvent(j *buildv1.Job, level buildv1.Level, text string) *buildv1.Event {
 // job, whatever happens.
 func (s *Server) runJob(b *build, j *buildv1.Job) {
 	start := time.Now()
-	failure, state := s.placeAndRun(b, j)
-	s.metrics.ended(state, start)
-	s.jobDone(b, j, failure)
+	end := s.placeAndRun(b, j)
+	s.metrics.ended(end.state, start)
+	s.jobDone(b, j, end)
 }
 
-// placeAndRun returns "" when the job succeeded, else why it did not, and
-// the job's final state.
-func (s *Server) placeAndRun(b *build, j *buildv1.Job) (string, buildv1.JobState) {
+// jobEnd is how a job ended: its final state, its image when it succeeded,
+// why not otherwise.
+type jobEnd struct {
+	state   buildv1.JobState
+	result  *buildv1.ImageResult
+	failure string
+}
+
+func (e jobEnd) succeeded() bool { return e.state == buildv1.JobState_JOB_STATE_SUCCEEDED }
+
+func failed(state buildv1.JobState, why string) jobEnd {
+	if why == "" {
+		why = "failed"
+	}
+	return jobEnd{state: state, failure: why}
+}
+
+// placeAndRun places the job, runs it and says how it ended.
+func (s *Server) placeAndRun(b *build, j *buildv1.Job) jobEnd {
 	key := j.GetFleet() + "/" + j.GetService()
 	var p placement
 	warned := false
@@ -53,7 +69,7 @@ func (s *Server) placeAndRun(b *build, j *buildv1.Job) (string, buildv1.JobState
 		p, ok, err = s.place(b.ctx, j, key)
 		if err != nil {
 			s.stopWaiting(warned)
-			return s.endJob(b, j, buildv1.JobState_JOB_STATE_FAILED, "", err.Error())
+			return s.endJob(b, j, "", failed(buildv1.JobState_JOB_STATE_FAILED, err.Error()))
 		}
 		if ok {
 			s.stopWaiting(warned)
@@ -67,7 +83,7 @@ func (s *Server) placeAndRun(b *build, j *buildv1.Job) (string, buildv1.JobState
 		select {
 		case <-b.ctx.Done():
 			s.stopWaiting(warned)
-			return s.endJob(b, j, stateFor(b.ctx), "", causeText(b.ctx))
+			return s.endJob(b, j, "", failed(stateFor(b.ctx), causeText(b.ctx)))
 		case <-freed:
 		case <-poll:
 		}
@@ -76,17 +92,15 @@ func (s *Server) placeAndRun(b *build, j *buildv1.Job) (string, buildv1.JobState
 
 	b.hub.Publish(jobEvent(j, &buildv1.JobUpdate{State: buildv1.JobState_JOB_STATE_RUNNING, Host: p.host, Emulated: p.emulated}))
 	b.hub.Publish(logEvent(j, buildv1.Level_LEVEL_INFO, p.why))
-	result, failure, state := s.execute(b, j, p)
-	if state == buildv1.JobState_JOB_STATE_SUCCEEDED {
-		if err := s.ledger.Remember(context.WithoutCancel(b.ctx), key, p.host); err != nil {
-			s.log.Warn("cannot record cache affinity", "job", j.GetJobId(), "error", err)
-		}
+	end := s.execute(b, j, p)
+	if !end.succeeded() {
+		return s.endJob(b, j, p.host, end)
 	}
-	if state == buildv1.JobState_JOB_STATE_SUCCEEDED {
-		b.hub.Publish(jobEvent(j, &buildv1.JobUpdate{State: state, Host: p.host, Emulated: p.emulated, Result: result}))
-		return "", state
+	if err := s.ledger.Remember(context.WithoutCancel(b.ctx), key, p.host); err != nil {
+		s.log.Warn("cannot record cache affinity", "job", j.GetJobId(), "error", err)
 	}
-	return s.endJob(b, j, state, p.host, failure)
+	b.hub.Publish(jobEvent(j, &buildv1.JobUpdate{State: end.state, Host: p.host, Emulated: p.emulated, Result: end.result}))
+	return end
 }
 
 // place takes a slot for j on the best host that has one. ok=false: the
@@ -164,19 +178,17 @@ func (s *Server) stopWaiting(waited bool) {
 	}
 }
 
-func (s *Server) endJob(b *build, j *buildv1.Job, state buildv1.JobState, hostName, failure string) (string, buildv1.JobState) {
-	b.hub.Publish(jobEvent(j, &buildv1.JobUpdate{State: state, Host: hostName, Error: failure}))
-	if failure == "" {
-		failure = "failed"
-	}
-	return failure, state
+// endJob publishes a job's end that is not a success.
+func (s *Server) endJob(b *build, j *buildv1.Job, hostName string, end jobEnd) jobEnd {
+	b.hub.Publish(jobEvent(j, &buildv1.JobUpdate{State: end.state, Host: hostName, Error: end.failure}))
+	return end
 }
 
 // execute runs the job on its executor and relays its events.
-func (s *Server) execute(b *build, j *buildv1.Job, p placement) (*buildv1.ImageResult, string, buildv1.JobState) {
+func (s *Server) execute(b *build, j *buildv1.Job, p placement) jobEnd {
 	client, err := s.dial(p.executor)
 	if err != nil {
-		return nil, fmt.Sprintf("host %s: executor unreachable: %v", p.host, err), buildv1.JobState_JOB_STATE_FAILED
+		return failed(buildv1.JobState_JOB_STATE_FAILED, fmt.Sprintf("host %s: executor unreachable: %v", p.host, err))
 	}
 	ticket, withdraw := s.tickets.issue(j, p.host)
 	defer withdraw()
@@ -193,12 +205,12 @@ func (s *Server) execute(b *build, j *buildv1.Job, p placement) (*buildv1.ImageR
 		if u := e.GetJob(); u != nil {
 			switch u.GetState() {
 			case buildv1.JobState_JOB_STATE_SUCCEEDED:
-				return u.GetResult(), "", u.GetState()
+				return jobEnd{state: u.GetState(), result: u.GetResult()}
 			case buildv1.JobState_JOB_STATE_FAILED, buildv1.JobState_JOB_STATE_CANCELLED:
 				if b.ctx.Err() != nil {
-					return nil, causeText(b.ctx), stateFor(b.ctx)
+					return failed(stateFor(b.ctx), causeText(b.ctx))
 				}
-				return nil, u.GetError(), u.GetState()
+				return failed(u.GetState(), u.GetError())
 			}
 			continue
 		}
@@ -207,14 +219,14 @@ func (s *Server) execute(b *build, j *buildv1.Job, p placement) (*buildv1.ImageR
 }
 
 // streamEnd explains a RunJob stream that ended without a final state.
-func (s *Server) streamEnd(b *build, p placement, err error) (*buildv1.ImageResult, string, buildv1.JobState) {
+func (s *Server) streamEnd(b *build, p placement, err error) jobEnd {
 	if b.ctx.Err() != nil {
-		return nil, causeText(b.ctx), stateFor(b.ctx)
+		return failed(stateFor(b.ctx), causeText(b.ctx))
 	}
 	if errors.Is(err, io.EOF) {
-		return nil, fmt.Sprintf("host %s: executor ended the job without a result", p.host), buildv1.JobState_JOB_STATE_FAILED
+		return failed(buildv1.JobState_JOB_STATE_FAILED, fmt.Sprintf("host %s: executor ended the job without a result", p.host))
 	}
-	return nil, fmt.Sprintf("host %s: %s", p.host, status.Convert(err).Message()), buildv1.JobState_JOB_STATE_FAILED
+	return failed(buildv1.JobState_JOB_STATE_FAILED, fmt.Sprintf("host %s: %s", p.host, status.Convert(err).Message()))
 }
 
 func stateFor(ctx context.Context) buildv1.JobState {

@@ -289,16 +289,16 @@ func (s *Server) freedChan() <-chan struct{} {
 }
 
 // jobDone records a job's end; the last one closes the build.
-func (s *Server) jobDone(b *build, j *buildv1.Job, failure string) {
+func (s *Server) jobDone(b *build, j *buildv1.Job, end jobEnd) {
 	b.mu.Lock()
-	if failure != "" {
-		b.failed = append(b.failed, j.GetService()+": "+failure)
+	if !end.succeeded() {
+		b.failed = append(b.failed, j.GetService()+": "+end.failure)
 	}
 	b.remaining--
 	last := b.remaining == 0
-	failed := append([]string(nil), b.failed...)
+	failures := append([]string(nil), b.failed...)
 	b.mu.Unlock()
-	if failure != "" && !errors.Is(context.Cause(b.ctx), errCancelled) {
+	if !end.succeeded() && !errors.Is(context.Cause(b.ctx), errCancelled) {
 		// One service failed: the others cannot make a release any more.
 		b.cancel(fmt.Errorf("service %s failed", j.GetService()))
 	}
@@ -309,8 +309,8 @@ func (s *Server) jobDone(b *build, j *buildv1.Job, failure string) {
 	switch cause := context.Cause(b.ctx); {
 	case errors.Is(cause, errCancelled):
 		fin = &buildv1.BuildFinished{State: buildv1.BuildState_BUILD_STATE_CANCELLED, Error: cause.Error()}
-	case len(failed) > 0:
-		fin = &buildv1.BuildFinished{State: buildv1.BuildState_BUILD_STATE_FAILED, Error: failed[0]}
+	case len(failures) > 0:
+		fin = &buildv1.BuildFinished{State: buildv1.BuildState_BUILD_STATE_FAILED, Error: failures[0]}
 	}
 	b.hub.Publish(&buildv1.Event{BuildId: b.id, Time: now(), Kind: &buildv1.Event_Finished{Finished: fin}})
 	b.hub.Close()
