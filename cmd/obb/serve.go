@@ -14,7 +14,6 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -197,153 +196,198 @@ func serve(ctx context.Context, cfg config.Config, services map[string]bool, log
 		defer cancel()
 		_ = shutdown(sctx)
 	}()
-	metrics, err := telemetry.NewMetrics()
+	w, err := newWiring(ctx, cfg, services, auth, logger)
 	if err != nil {
 		return err
 	}
-	peers := &clients{auth: auth, conns: map[string]*grpc.ClientConn{}}
-	defer peers.close()
-	var cl struct {
-		release   releasev1.ReleaseServiceClient
-		scheduler schedulerv1.SchedulerServiceClient
-		ingest    ingestv1.IngestServiceClient
+	defer w.close()
+	if err := w.start(); err != nil {
+		w.p.stop()
+		return err
 	}
+	return w.run()
+}
+
+// wiring is what the services of one obb process are made of and share:
+// the configuration, the process (listeners, background work, stop), the
+// clients of the services (in this process or another), the metrics, the
+// database and this builder's name in it.
+type wiring struct {
+	ctx      context.Context
+	cfg      config.Config
+	services map[string]bool
+	logger   *slog.Logger
+	p        *process
+	peers    *clients
+	metrics  *telemetry.Metrics
+	db       *sqlstore.DB // nil when neither scheduler nor ingest runs here
+	instance string
+
+	release   releasev1.ReleaseServiceClient
+	scheduler schedulerv1.SchedulerServiceClient
+	ingest    ingestv1.IngestServiceClient
+}
+
+func newWiring(ctx context.Context, cfg config.Config, services map[string]bool, auth *rpc.Internal, logger *slog.Logger) (*wiring, error) {
+	metrics, err := telemetry.NewMetrics()
+	if err != nil {
+		return nil, err
+	}
+	w := &wiring{ctx: ctx, cfg: cfg, services: services, logger: logger, metrics: metrics,
+		p: &process{logger: logger, auth: auth, errs: make(chan error, 16)}, peers: &clients{auth: auth, conns: map[string]*grpc.ClientConn{}}}
 	for _, c := range []struct {
 		addr string
 		set  func(*grpc.ClientConn)
 	}{
-		{cfg.Listen.Release, func(cc *grpc.ClientConn) { cl.release = releasev1.NewReleaseServiceClient(cc) }},
-		{cfg.Listen.Scheduler, func(cc *grpc.ClientConn) { cl.scheduler = schedulerv1.NewSchedulerServiceClient(cc) }},
-		{cfg.Listen.Ingest, func(cc *grpc.ClientConn) { cl.ingest = ingestv1.NewIngestServiceClient(cc) }},
+		{cfg.Listen.Release, func(cc *grpc.ClientConn) { w.release = releasev1.NewReleaseServiceClient(cc) }},
+		{cfg.Listen.Scheduler, func(cc *grpc.ClientConn) { w.scheduler = schedulerv1.NewSchedulerServiceClient(cc) }},
+		{cfg.Listen.Ingest, func(cc *grpc.ClientConn) { w.ingest = ingestv1.NewIngestServiceClient(cc) }},
 	} {
-		cc, err := peers.conn(c.addr)
+		cc, err := w.peers.conn(c.addr)
 		if err != nil {
-			return err
+			w.close()
+			return nil, err
 		}
 		c.set(cc)
 	}
-
-	p := &process{logger: logger, auth: auth, errs: make(chan error, 16)}
 	// The database (SQLite in the data dir, or OBB_DATABASE_URL) and this
 	// builder's name in it, for the scheduler and ingest.
-	var db *sqlstore.DB
-	instance := cfg.Instance
+	w.instance = cfg.Instance
 	if services["scheduler"] || services["ingest"] {
-		if db, err = sqlstore.Open(ctx, cfg.DataDir, cfg.DatabaseURL); err != nil {
+		if w.db, err = sqlstore.Open(ctx, cfg.DataDir, cfg.DatabaseURL); err != nil {
+			w.close()
+			return nil, err
+		}
+		if w.instance == "" {
+			if w.instance, err = admin.TokenFile(filepath.Join(cfg.DataDir, "instance-id")); err != nil {
+				w.close()
+				return nil, fmt.Errorf("instance id: %w", err)
+			}
+		}
+	}
+	return w, nil
+}
+
+func (w *wiring) close() {
+	w.peers.close()
+	if w.db != nil {
+		w.db.Close()
+	}
+}
+
+// start starts the chosen services.
+func (w *wiring) start() error {
+	for _, s := range []struct {
+		name  string
+		start func() error
+	}{{"release", w.startRelease}, {"scheduler", w.startScheduler}, {"executor", w.startExecutor}, {"ingest", w.startIngest}} {
+		if !w.services[s.name] {
+			continue
+		}
+		if err := s.start(); err != nil {
 			return err
 		}
-		defer db.Close()
-		if instance == "" {
-			if instance, err = admin.TokenFile(filepath.Join(cfg.DataDir, "instance-id")); err != nil {
-				return fmt.Errorf("instance id: %w", err)
-			}
-		}
 	}
-	start := func() error {
-		if services["release"] {
-			api := openbalena.New(cfg.APIURL, &http.Client{Timeout: 2 * time.Minute}, logger.With("service", "release"))
-			rcfg := release.Config{APIURL: cfg.APIURL, BuilderToken: cfg.BuilderToken, RegistryHost: cfg.RegistryHost, DeltaTimeout: cfg.DeltaTimeout}
-			if cfg.DeltaURL != "" {
-				dc, err := delta.New(cfg.DeltaURL, &http.Client{})
-				if err != nil {
-					return fmt.Errorf("release: %w", err)
-				}
-				rcfg.Deltas = dc
-			}
-			if err := rcfg.Validate(); err != nil {
-				return fmt.Errorf("release: %w", err)
-			}
-			srv := release.New(rcfg, api, cl.scheduler, logger.With("service", "release"))
-			if err := p.startGRPC("release", cfg.Listen.Release, func(s *grpc.Server) { releasev1.RegisterReleaseServiceServer(s, srv) }); err != nil {
-				return err
-			}
-		}
-		if services["scheduler"] {
-			poll := time.Duration(0)
-			if db.Shared {
-				poll = 250 * time.Millisecond // slots other builders free
-			}
-			srv, err := scheduler.New(scheduler.Config{BuildTimeout: cfg.Limits.BuildTimeout, Meter: metrics.Meter("scheduler"), LogLimits: logLimits(cfg),
-				Ledger: scheduler.NewSQLLedger(db, instance), Instance: instance, Placement: cfg.Placement, Poll: poll},
-				func(addr string) (executorv1.ExecutorServiceClient, error) {
-					cc, err := peers.conn(addr)
-					if err != nil {
-						return nil, err
-					}
-					return executorv1.NewExecutorServiceClient(cc), nil
-				}, logger.With("service", "scheduler"))
-			if err != nil {
-				return err
-			}
-			if err := p.startGRPC("scheduler", cfg.Listen.Scheduler, func(s *grpc.Server) { schedulerv1.RegisterSchedulerServiceServer(s, srv) }); err != nil {
-				return err
-			}
-			// The lease goes on while running builds finish after a SIGTERM.
-			mctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-			p.cleanup = append(p.cleanup, stop)
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				srv.Maintain(mctx, sqlstore.NewLeases(db), cfg.InstanceLease)
-			}()
-		}
-		if services["executor"] {
-			if err := startExecutor(ctx, p, cfg, peers, cl.release, cl.scheduler); err != nil {
-				return err
-			}
-		}
-		if services["ingest"] {
-			if err := startIngest(ctx, p, cfg, db, instance, metrics.Handler(), metrics.Meter("ingest"), cl.release, cl.scheduler, cl.ingest); err != nil {
-				return err
-			}
-		}
-		if cfg.Listen.Metrics != "" {
-			if err := p.startHTTP("metrics", cfg.Listen.Metrics, withPing(metricsOnly(metrics.Handler()), nil), false); err != nil {
-				return err
-			}
-		}
-		return nil
+	if w.cfg.Listen.Metrics != "" {
+		return w.p.startHTTP("metrics", w.cfg.Listen.Metrics, withPing(metricsOnly(w.metrics.Handler()), nil), false)
 	}
-	if err := start(); err != nil {
-		p.stop()
-		return err
-	}
+	return nil
+}
 
+// run waits for a stop signal or a failed service, then stops: running
+// builds get the grace (none after a failure), then everything stops.
+func (w *wiring) run() error {
 	var failed error
-	grace := cfg.ShutdownGrace
+	grace := w.cfg.ShutdownGrace
 	select {
-	case <-ctx.Done():
-	case failed = <-p.errs:
-		logger.Error("service stopped", "error", failed)
+	case <-w.ctx.Done():
+	case failed = <-w.p.errs:
+		w.logger.Error("service stopped", "error", failed)
 		grace = 0 // cancel the builds now: they cannot end well
 	}
-	logger.Info("shutting down", "grace", grace)
-	if p.drain != nil {
-		p.drain(grace)
+	w.logger.Info("shutting down", "grace", grace)
+	if w.p.drain != nil {
+		w.p.drain(grace)
 	}
-	p.stop()
-	p.wg.Wait()
+	w.p.stop()
+	w.p.wg.Wait()
 	return failed
 }
 
-func startExecutor(ctx context.Context, p *process, cfg config.Config, peers *clients, rel releasev1.ReleaseServiceClient, sched schedulerv1.SchedulerServiceClient) error {
+// background runs f until the process stops, beyond a SIGTERM: leases and
+// heartbeats go on while running builds finish.
+func (w *wiring) background(f func(ctx context.Context)) {
+	ctx, stop := context.WithCancel(context.WithoutCancel(w.ctx))
+	w.p.cleanup = append(w.p.cleanup, stop)
+	w.p.wg.Add(1)
+	go func() {
+		defer w.p.wg.Done()
+		f(ctx)
+	}()
+}
+
+func (w *wiring) startRelease() error {
+	cfg, log := w.cfg, w.logger.With("service", "release")
+	api := openbalena.New(cfg.APIURL, &http.Client{Timeout: 2 * time.Minute}, log)
+	rcfg := release.Config{APIURL: cfg.APIURL, BuilderToken: cfg.BuilderToken, RegistryHost: cfg.RegistryHost, DeltaTimeout: cfg.DeltaTimeout}
+	if cfg.DeltaURL != "" {
+		dc, err := delta.New(cfg.DeltaURL, &http.Client{})
+		if err != nil {
+			return fmt.Errorf("release: %w", err)
+		}
+		rcfg.Deltas = dc
+	}
+	if err := rcfg.Validate(); err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	srv := release.New(rcfg, api, w.scheduler, log)
+	return w.p.startGRPC("release", cfg.Listen.Release, func(s *grpc.Server) { releasev1.RegisterReleaseServiceServer(s, srv) })
+}
+
+func (w *wiring) startScheduler() error {
+	cfg := w.cfg
+	poll := time.Duration(0)
+	if w.db.Shared {
+		poll = 250 * time.Millisecond // slots other builders free
+	}
+	srv, err := scheduler.New(scheduler.Config{BuildTimeout: cfg.Limits.BuildTimeout, Meter: w.metrics.Meter("scheduler"), LogLimits: logLimits(cfg),
+		Ledger: scheduler.NewSQLLedger(w.db, w.instance), Instance: w.instance, Placement: cfg.Placement, Poll: poll},
+		func(addr string) (executorv1.ExecutorServiceClient, error) {
+			cc, err := w.peers.conn(addr)
+			if err != nil {
+				return nil, err
+			}
+			return executorv1.NewExecutorServiceClient(cc), nil
+		}, w.logger.With("service", "scheduler"))
+	if err != nil {
+		return err
+	}
+	if err := w.p.startGRPC("scheduler", cfg.Listen.Scheduler, func(s *grpc.Server) { schedulerv1.RegisterSchedulerServiceServer(s, srv) }); err != nil {
+		return err
+	}
+	w.background(func(ctx context.Context) { srv.Maintain(ctx, sqlstore.NewLeases(w.db), cfg.InstanceLease) })
+	return nil
+}
+
+func (w *wiring) startExecutor() error {
+	cfg := w.cfg
 	pluginDir := cfg.PluginDir
 	if pluginDir == "" {
 		exe, _ := os.Executable()
 		pluginDir = filepath.Dir(exe)
 	}
-	log := p.logger.With("service", "executor")
+	log := w.logger.With("service", "executor")
 	plugins := executor.NewPlugins(pluginDir, log)
-	p.cleanup = append(p.cleanup, plugins.Close)
+	w.p.cleanup = append(w.p.cleanup, plugins.Close)
 	srv := executor.New(executor.Config{Hosts: cfg.Hosts, BuildKit: cfg.BuildKit, Address: cfg.Listen.Executor}, plugins,
 		func(addr string) (ingestv1.ContextServiceClient, error) {
-			cc, err := peers.conn(addr)
+			cc, err := w.peers.conn(addr)
 			if err != nil {
 				return nil, err
 			}
 			return ingestv1.NewContextServiceClient(cc), nil
-		}, rel, log)
-	if err := p.startGRPC("executor", cfg.Listen.Executor, func(s *grpc.Server) { executorv1.RegisterExecutorServiceServer(s, srv) }); err != nil {
+		}, w.release, log)
+	if err := w.p.startGRPC("executor", cfg.Listen.Executor, func(s *grpc.Server) { executorv1.RegisterExecutorServiceServer(s, srv) }); err != nil {
 		return err
 	}
 	for _, h := range cfg.Hosts {
@@ -352,30 +396,24 @@ func startExecutor(ctx context.Context, p *process, cfg config.Config, peers *cl
 				"host", h.Name, "endpoint", h.Endpoint)
 		}
 	}
-	// Heartbeats go on while running builds finish after a SIGTERM.
-	hctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	p.cleanup = append(p.cleanup, stop)
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		srv.Register(hctx, sched, 10*time.Second)
-	}()
+	w.background(func(ctx context.Context) { srv.Register(ctx, w.scheduler, 10*time.Second) })
 	return nil
 }
 
-func startIngest(ctx context.Context, p *process, cfg config.Config, db *sqlstore.DB, instance string, metrics http.Handler, meter metric.Meter, rel releasev1.ReleaseServiceClient, sched schedulerv1.SchedulerServiceClient, ing ingestv1.IngestServiceClient) error {
-	log := p.logger.With("service", "ingest")
+func (w *wiring) startIngest() error {
+	ctx, cfg, p := w.ctx, w.cfg, w.p
+	log := w.logger.With("service", "ingest")
 	token, err := operatorToken(cfg, log)
 	if err != nil {
 		return err
 	}
 	srv, err := ingest.New(ingest.Config{
-		InFlight: inflight.New(db), Journal: journal.New(db), Instance: instance, Shared: db.Shared, CancelPoll: 500 * time.Millisecond,
-		DataDir: cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second, Meter: meter,
+		InFlight: inflight.New(w.db), Journal: journal.New(w.db), Instance: w.instance, Shared: w.db.Shared, CancelPoll: 500 * time.Millisecond,
+		DataDir: cfg.DataDir, ContextAddress: cfg.Listen.Ingest, StatusPoll: 5 * time.Second, Meter: w.metrics.Meter("ingest"),
 		Limits: upload.Limits{MaxCompressedBytes: cfg.Limits.MaxUploadBytes, MaxUncompressedBytes: cfg.Limits.MaxContextBytes,
 			MaxEntries: cfg.Limits.MaxEntries, MaxExpansionRatio: cfg.Limits.MaxExpansionRatio},
 		LogLimits: logLimits(cfg), OperatorToken: token, MaxBuilds: cfg.Limits.MaxBuilds, MaxBuildsPerUser: cfg.Limits.MaxBuildsPerUser,
-	}, rel, sched, log)
+	}, w.release, w.scheduler, log)
 	if err != nil {
 		return err
 	}
@@ -398,14 +436,8 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, db *sqlstor
 		log.Warn("cannot clean the data dir", "error", err)
 	}
 	// The lease, other builders' cancel requests and stopped builders'
-	// builds, while running builds finish after a SIGTERM too.
-	mctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	p.cleanup = append(p.cleanup, stop)
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		srv.Maintain(mctx, sqlstore.NewLeases(db), cfg.InstanceLease)
-	}()
+	// builds.
+	w.background(func(ctx context.Context) { srv.Maintain(ctx, sqlstore.NewLeases(w.db), cfg.InstanceLease) })
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -415,22 +447,27 @@ func startIngest(ctx context.Context, p *process, cfg config.Config, db *sqlstor
 			log.Warn("settled the builds the last run left", "builds", n)
 		}
 	}()
-	// The public port: /v3/build and a user's own builds.
-	public, err := gateway.NewMux(ctx, gateway.BuildHandler(ing, gateway.UploadLimits{Timeout: cfg.Limits.UploadTimeout, MinRate: cfg.Limits.UploadMinRate, RateWindow: cfg.Limits.UploadRateWindow}, p.logger.With("service", "gateway")),
+	return w.startHTTP(srv.Draining, token)
+}
+
+// startHTTP starts the public port (/v3/build and a user's own builds) and
+// the operator surface.
+func (w *wiring) startHTTP(draining func() bool, operatorToken string) error {
+	ctx, cfg, p := w.ctx, w.cfg, w.p
+	public, err := gateway.NewMux(ctx, gateway.BuildHandler(w.ingest, gateway.UploadLimits{Timeout: cfg.Limits.UploadTimeout, MinRate: cfg.Limits.UploadMinRate, RateWindow: cfg.Limits.UploadRateWindow}, w.logger.With("service", "gateway")),
 		func(ctx context.Context, m *runtime.ServeMux) error {
-			return ingestv1.RegisterIngestServiceHandlerClient(ctx, m, ing)
+			return ingestv1.RegisterIngestServiceHandlerClient(ctx, m, w.ingest)
 		})
 	if err != nil {
 		return err
 	}
-	if err := p.startHTTP("http", cfg.Listen.HTTP, otelhttp.NewHandler(withPing(public, srv.Draining), "http"), false); err != nil {
+	if err := p.startHTTP("http", cfg.Listen.HTTP, otelhttp.NewHandler(withPing(public, draining), "http"), false); err != nil {
 		return err
 	}
-	// The operator surface.
 	if cfg.Listen.Admin == "" {
 		return nil
 	}
-	ops, err := admin.New(ctx, admin.Config{Token: token, Metrics: metrics}, ing, sched, p.logger.With("service", "admin"))
+	ops, err := admin.New(ctx, admin.Config{Token: operatorToken, Metrics: w.metrics.Handler()}, w.ingest, w.scheduler, w.logger.With("service", "admin"))
 	if err != nil {
 		return err
 	}
