@@ -27,7 +27,7 @@ import (
 // registry token and returns the image id, the manifest digest and the image
 // size (from inspect). With pull_image it pulls that image instead of
 // building (buildContext is not read) and pushes it the same way.
-// Cancelling ctx, or Cancel(job id), stops the build (and removes the
+// Cancelling ctx stops the build (and removes the
 // classic builder's containers).
 //
 // registry_config gives the daemon the credentials for private base images
@@ -41,13 +41,6 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	untrack, err := d.track(spec.GetJobId(), cancel)
-	if err != nil {
-		return nil, err
-	}
-	defer untrack()
 
 	c, err := d.newClient(spec.GetHost())
 	if err != nil {

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 
@@ -28,7 +27,6 @@ type Driver struct {
 	newClient ClientFunc
 
 	mu   sync.Mutex
-	jobs map[string]context.CancelFunc
 	held map[string]int // image name → builds in flight that pull it
 }
 
@@ -74,40 +72,11 @@ func NewWithOptions(logger *slog.Logger, opts Options) *Driver {
 	}
 	return &Driver{
 		logger: logger.With("plugin", opts.Name), name: opts.Name, version: opts.Version, newClient: opts.NewClient,
-		jobs: make(map[string]context.CancelFunc), held: make(map[string]int),
+		held: make(map[string]int),
 	}
 }
 
 // Info names the plugin and the API versions it speaks.
 func (d *Driver) Info(context.Context) (*pluginv1.InfoResponse, error) {
 	return &pluginv1.InfoResponse{Name: d.name, Version: d.version, ApiVersions: []int32{sdk.APIVersion}}, nil
-}
-
-// Cancel cancels the running build of jobID; Build then returns a Canceled error.
-func (d *Driver) Cancel(_ context.Context, jobID string) error {
-	d.mu.Lock()
-	cancel, ok := d.jobs[jobID]
-	d.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("cancel job %q: no such build running: %w", jobID, sdk.ErrNotFound)
-	}
-	d.logger.Info("cancelling build", "job", jobID)
-	cancel()
-	return nil
-}
-
-// track registers a build's cancel function under its job id; the returned
-// func unregisters it.
-func (d *Driver) track(jobID string, cancel context.CancelFunc) (func(), error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, dup := d.jobs[jobID]; dup {
-		return nil, fmt.Errorf("job %q is already building: %w", jobID, sdk.ErrInvalidArgument)
-	}
-	d.jobs[jobID] = cancel
-	return func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		delete(d.jobs, jobID)
-	}, nil
 }

@@ -51,7 +51,11 @@ func serveBuildStream(stream pluginv1.ExecutorPluginService_BuildServer, impl Ex
 
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	defer builds.add(spec.GetJobId(), cancel)()
+	remove, ok := builds.add(spec.GetJobId(), cancel)
+	if !ok {
+		return toStatus(fmt.Errorf("job %q is already building: %w", spec.GetJobId(), ErrInvalidArgument))
+	}
+	defer remove()
 
 	result, err := impl.Build(ctx, spec, pr, logs)
 	mu.Lock()

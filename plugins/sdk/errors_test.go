@@ -37,8 +37,7 @@ func TestErrorsKeepMessageAndCode(t *testing.T) {
 				BuildF: func(context.Context, *pluginv1.BuildSpec, io.Reader, sdk.LogSink) (*pluginv1.Result, error) {
 					return nil, tc.err
 				},
-				CancelF: func(context.Context, string) error { return tc.err },
-				InfoF:   func(context.Context) (*pluginv1.InfoResponse, error) { return nil, tc.err },
+				InfoF: func(context.Context) (*pluginv1.InfoResponse, error) { return nil, tc.err },
 				CapabilitiesF: func(context.Context, *pluginv1.HostConfig) (*pluginv1.CapabilitiesResponse, error) {
 					return nil, tc.err
 				},
@@ -47,7 +46,7 @@ func TestErrorsKeepMessageAndCode(t *testing.T) {
 			_, buildErr := exec.Build(ctx, &pluginv1.BuildSpec{}, strings.NewReader(""), func(*pluginv1.Log) error { return nil })
 			_, infoErr := exec.Info(ctx)
 			_, capErr := exec.Capabilities(ctx, &pluginv1.HostConfig{})
-			for call, err := range map[string]error{"Build": buildErr, "Cancel": exec.Cancel(ctx, "j"), "Info": infoErr, "Capabilities": capErr} {
+			for call, err := range map[string]error{"Build": buildErr, "Info": infoErr, "Capabilities": capErr} {
 				want := tc.err.Error()
 				if st, ok := status.FromError(tc.err); ok {
 					want = st.Message()

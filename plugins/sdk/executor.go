@@ -29,9 +29,17 @@ type Executor interface {
 	// stopped the build (at most CancelGrace later), with an error wrapping
 	// context.Canceled. After an error, buildContext may still be read until
 	// its current Read returns; after success it is no longer read.
+	//
+	// Cancelling ctx is the one way a build stops: over the plugin boundary
+	// the SDK turns the host's cancel (the Cancel RPC, by job id) into the
+	// cancel of this ctx, and refuses a second build of a running job id.
 	Build(ctx context.Context, spec *pluginv1.BuildSpec, buildContext io.Reader, logs LogSink) (*pluginv1.Result, error)
-	// Cancel stops the running build with this job id. It returns an error
-	// wrapping ErrNotFound when no such build runs.
+}
+
+// Canceller stops a running build by its job id from outside the Build
+// call; the host side of a plugin (Launch, the gRPC client) is one. It
+// returns an error wrapping ErrNotFound when no such build runs.
+type Canceller interface {
 	Cancel(ctx context.Context, jobID string) error
 }
 

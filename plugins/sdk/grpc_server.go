@@ -56,15 +56,11 @@ func (s *grpcServer) Build(stream pluginv1.ExecutorPluginService_BuildServer) er
 	return serveBuildStream(stream, s.impl, &s.builds)
 }
 
-// Cancel asks impl to cancel the job and also cancels the ctx of the job's
-// Build call, so the build stops even if impl does not know the job yet.
-func (s *grpcServer) Cancel(ctx context.Context, req *pluginv1.CancelRequest) (*pluginv1.CancelResponse, error) {
-	err := s.impl.Cancel(ctx, req.GetJobId())
-	if s.builds.cancel(req.GetJobId()) {
-		return &pluginv1.CancelResponse{}, nil
-	}
-	if err != nil {
-		return nil, toStatus(err)
+// Cancel cancels the ctx of the job's Build call: the one way a build
+// stops.
+func (s *grpcServer) Cancel(_ context.Context, req *pluginv1.CancelRequest) (*pluginv1.CancelResponse, error) {
+	if !s.builds.cancel(req.GetJobId()) {
+		return nil, toStatus(fmt.Errorf("cancel job %q: no such build running: %w", req.GetJobId(), ErrNotFound))
 	}
 	return &pluginv1.CancelResponse{}, nil
 }

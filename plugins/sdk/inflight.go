@@ -14,12 +14,16 @@ type inflight struct {
 }
 
 // add registers cancel under jobID and returns the func that unregisters
-// it. A second build with the same id is not tracked.
-func (f *inflight) add(jobID string, cancel context.CancelFunc) func() {
+// it; ok is false when a build of jobID runs already. A build without a job
+// id is not tracked.
+func (f *inflight) add(jobID string, cancel context.CancelFunc) (remove func(), ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if jobID == "" || f.builds[jobID] != nil {
-		return func() {}
+	if jobID == "" {
+		return func() {}, true
+	}
+	if f.builds[jobID] != nil {
+		return nil, false
 	}
 	if f.builds == nil {
 		f.builds = make(map[string]*context.CancelFunc)
@@ -32,7 +36,7 @@ func (f *inflight) add(jobID string, cancel context.CancelFunc) func() {
 		if f.builds[jobID] == entry {
 			delete(f.builds, jobID)
 		}
-	}
+	}, true
 }
 
 // cancel cancels jobID's build and reports whether one was running.

@@ -33,13 +33,6 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 		return nil, err
 	}
 	jobID := spec.GetJobId()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	untrack, err := d.track(jobID, cancel)
-	if err != nil {
-		return nil, err
-	}
-	defer untrack()
 
 	auths, err := engine.ParseRegistryConfig(jobID, spec.GetRegistryConfig())
 	if err != nil {

@@ -29,7 +29,6 @@ import (
 	"log/slog"
 	"net/url"
 	"sort"
-	"sync"
 
 	bkclient "github.com/moby/buildkit/client"
 
@@ -43,13 +42,10 @@ const (
 	Version = "0.1.0"
 )
 
-// Driver implements sdk.Executor. It keeps no state between builds except
-// the cancel functions of the builds in flight.
+// Driver implements sdk.Executor. It keeps no state between builds: a
+// build stops when its ctx is cancelled.
 type Driver struct {
 	logger *slog.Logger
-
-	mu   sync.Mutex
-	jobs map[string]context.CancelFunc
 }
 
 var _ sdk.Executor = (*Driver)(nil)
@@ -59,41 +55,12 @@ func New(logger *slog.Logger) *Driver {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{logger: logger.With("plugin", Name), jobs: make(map[string]context.CancelFunc)}
+	return &Driver{logger: logger.With("plugin", Name)}
 }
 
 // Info names the plugin and the API versions it speaks.
 func (d *Driver) Info(context.Context) (*pluginv1.InfoResponse, error) {
 	return &pluginv1.InfoResponse{Name: Name, Version: Version, ApiVersions: []int32{sdk.APIVersion}}, nil
-}
-
-// Cancel cancels the running build of jobID; Build then returns a Canceled error.
-func (d *Driver) Cancel(_ context.Context, jobID string) error {
-	d.mu.Lock()
-	cancel, ok := d.jobs[jobID]
-	d.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("cancel job %q: no such build running: %w", jobID, sdk.ErrNotFound)
-	}
-	d.logger.Info("cancelling build", "job", jobID)
-	cancel()
-	return nil
-}
-
-// track registers a build's cancel function under its job id; the returned
-// func unregisters it.
-func (d *Driver) track(jobID string, cancel context.CancelFunc) (func(), error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, dup := d.jobs[jobID]; dup {
-		return nil, fmt.Errorf("job %q is already building: %w", jobID, sdk.ErrInvalidArgument)
-	}
-	d.jobs[jobID] = cancel
-	return func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		delete(d.jobs, jobID)
-	}, nil
 }
 
 // Health returns nil when buildkitd answers ListWorkers with a worker.

@@ -64,7 +64,7 @@ func testCancel(t *testing.T, exec sdk.Executor, env Env, byJob bool) {
 
 	t0 := time.Now()
 	if byJob {
-		if err := exec.Cancel(context.Background(), spec.GetJobId()); err != nil {
+		if err := exec.(sdk.Canceller).Cancel(context.Background(), spec.GetJobId()); err != nil {
 			t.Fatalf("Cancel(%s): %v", spec.GetJobId(), err)
 		}
 	} else {

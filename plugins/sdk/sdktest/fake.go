@@ -16,7 +16,6 @@ type FakeExecutor struct {
 	CapabilitiesF func(ctx context.Context, host *pluginv1.HostConfig) (*pluginv1.CapabilitiesResponse, error)
 	HealthF       func(ctx context.Context, host *pluginv1.HostConfig) error
 	BuildF        func(ctx context.Context, spec *pluginv1.BuildSpec, buildContext io.Reader, logs sdk.LogSink) (*pluginv1.Result, error)
-	CancelF       func(ctx context.Context, jobID string) error
 }
 
 var _ sdk.Executor = (*FakeExecutor)(nil)
@@ -51,11 +50,4 @@ func (f *FakeExecutor) Build(ctx context.Context, spec *pluginv1.BuildSpec, buil
 		return &pluginv1.Result{}, nil
 	}
 	return f.BuildF(ctx, spec, buildContext, logs)
-}
-
-func (f *FakeExecutor) Cancel(ctx context.Context, jobID string) error {
-	if f.CancelF == nil {
-		return nil
-	}
-	return f.CancelF(ctx, jobID)
 }
