@@ -372,7 +372,7 @@ func (c *opsClient) listHosts(ctx context.Context) error {
 		return err
 	}
 	return c.table(func(w *tabwriter.Writer) {
-		fmt.Fprintln(w, "NAME\tARCHS\tEMULATED\tSLOTS\tHEALTHY\tDRAINING\tPLUGIN\tLAST SEEN")
+		fmt.Fprintln(w, "NAME\tARCHS\tEMULATED\tSLOTS\tHEALTHY\tDRAINING\tPLUGIN\tSECRETS\tLAST SEEN")
 		for _, h := range resp.GetHosts() {
 			emul := strings.Join(h.GetEmulatedArchs(), ",")
 			if emul == "" {
@@ -382,8 +382,8 @@ func (c *opsClient) listHosts(ctx context.Context) error {
 			if !h.GetHealthy() {
 				health = "no: " + firstLine(h.GetHealthMessage())
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%v\t%s\t%s\n", h.GetName(), strings.Join(h.GetNativeArchs(), ","), emul,
-				h.GetRunning(), h.GetMaxConcurrent(), health, h.GetDraining(), h.GetPlugin(), h.GetLastSeen().AsTime().Local().Format("15:04:05"))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%v\t%s\t%v\t%s\n", h.GetName(), strings.Join(h.GetNativeArchs(), ","), emul,
+				h.GetRunning(), h.GetMaxConcurrent(), health, h.GetDraining(), h.GetPlugin(), h.GetSecrets(), h.GetLastSeen().AsTime().Local().Format("15:04:05"))
 		}
 	})
 }

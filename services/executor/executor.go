@@ -103,7 +103,8 @@ func (s *Server) Register(ctx context.Context, scheduler schedulerv1.SchedulerSe
 	}
 }
 
-// checkHosts asks each host's plugin whether the host answers.
+// checkHosts asks each host's plugin whether the host answers, and what
+// it can do.
 func (s *Server) checkHosts(ctx context.Context, timeout time.Duration) []*schedulerv1.Host {
 	hosts := make([]*schedulerv1.Host, len(s.cfg.Hosts))
 	var wg sync.WaitGroup
@@ -117,6 +118,14 @@ func (s *Server) checkHosts(ctx context.Context, timeout time.Duration) []*sched
 			defer cancel()
 			if err := s.health(hctx, h); err != nil {
 				hosts[i].Healthy, hosts[i].HealthMessage = false, errorText(err)
+				return
+			}
+			// What the host can do, for placement (build secrets need
+			// BuildKit).
+			if caps, err := s.capabilities(hctx, h); err == nil {
+				hosts[i].Secrets, hosts[i].EngineVersion = caps.GetSecrets(), caps.GetEngineVersion()
+			} else {
+				s.log.Debug("host capabilities unknown", "host", h.Name, "error", err)
 			}
 		}()
 	}
@@ -130,6 +139,14 @@ func (s *Server) health(ctx context.Context, h config.Host) error {
 		return err
 	}
 	return plugin.Health(ctx, hostConfig(h, s.cfg.BuildKit))
+}
+
+func (s *Server) capabilities(ctx context.Context, h config.Host) (*pluginv1.CapabilitiesResponse, error) {
+	plugin, err := s.plugins.Get(ctx, h.Plugin)
+	if err != nil {
+		return nil, err
+	}
+	return plugin.Capabilities(ctx, hostConfig(h, s.cfg.BuildKit))
 }
 
 func hostConfig(h config.Host, buildkit bool) *pluginv1.HostConfig {

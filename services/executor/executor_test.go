@@ -225,8 +225,15 @@ func TestRegisterReportsHealth(t *testing.T) {
 		t.Errorf("checkHosts = %v, want %v", got, want)
 	}
 	fake.HealthF = nil
-	if got := ex.checkHosts(context.Background(), 5e9); !got[0].GetHealthy() {
-		t.Errorf("healthy host reported %v", got[0])
+	if got := ex.checkHosts(context.Background(), 5e9); !got[0].GetHealthy() || got[0].GetSecrets() {
+		t.Errorf("healthy host reported %v (a host that does not say it mounts secrets does not)", got[0])
+	}
+	// What the plugin says the host can do reaches the scheduler.
+	fake.CapabilitiesF = func(context.Context, *pluginv1.HostConfig) (*pluginv1.CapabilitiesResponse, error) {
+		return &pluginv1.CapabilitiesResponse{Buildkit: true, Secrets: true, EngineVersion: "28.5.2"}, nil
+	}
+	if got := ex.checkHosts(context.Background(), 5e9); !got[0].GetSecrets() || got[0].GetEngineVersion() != "28.5.2" {
+		t.Errorf("capabilities not reported: %v", got[0])
 	}
 }
 

@@ -75,7 +75,7 @@ func (s *Server) schedule(b *build, spec *ingestv1.BuildSpec, done <-chan struct
 			JobId: b.id + "/" + svc.Name, BuildId: b.id, Service: svc.Name, Fleet: b.fleet.GetSlug(),
 			Arch: b.fleet.GetArch(), Platform: platform, Emulated: spec.GetEmulated(), Nocache: spec.GetNocache(),
 			Dockerfile: svc.Dockerfile, ImageLocation: b.images[svc.Name].GetLocation(), ContextAddress: s.cfg.ContextAddress,
-			BuildArgs: svc.BuildArgs, Labels: svc.BuildLabels, PullImage: svc.PullImage, Target: svc.Target,
+			BuildArgs: svc.BuildArgs, Labels: svc.BuildLabels, PullImage: svc.PullImage, Target: svc.Target, NeedsSecrets: len(svc.Secrets) > 0,
 		})
 	}
 	// The watch must outlive a cancel: it is how the cancelled jobs' ends arrive.

@@ -113,7 +113,7 @@ func (s *Server) place(ctx context.Context, j *buildv1.Job, key string) (placeme
 			s.log.Warn("cannot read cache affinity", "job", j.GetJobId(), "error", err)
 		}
 	}
-	o, err := s.pool.candidates(j.GetArch(), j.GetEmulated(), s.cfg.Placement, last)
+	o, err := s.pool.candidates(j.GetArch(), j.GetEmulated(), j.GetNeedsSecrets(), s.cfg.Placement, last)
 	if err != nil {
 		return placement{}, false, err
 	}

@@ -98,6 +98,18 @@ func (e errUnreachable) Error() string {
 	return fmt.Sprintf("no reachable Docker host builds %s: %s", e.arch, strings.Join(e.problems, "; "))
 }
 
+// errNoSecrets means the hosts of the architecture cannot mount the
+// service's build secrets (they build with the classic builder).
+type errNoSecrets struct {
+	arch  string
+	hosts []string
+}
+
+func (e errNoSecrets) Error() string {
+	return fmt.Sprintf("build secrets need BuildKit, and no %s host builds with it (%s uses the classic builder): give one buildkit: true (or DOCKER_BUILDKIT=1), or add a host with plugin: buildkit",
+		e.arch, strings.Join(e.hosts, ", "))
+}
+
 // errNoHost means no host can ever build the architecture.
 type errNoHost struct{ arch string }
 
@@ -133,7 +145,7 @@ func (o offer) names() []string {
 // last) or the host given a job longest ago, then least loaded, then name.
 // It returns an errNoHost when no host can ever build the architecture and
 // an errUnreachable when every one is unhealthy.
-func (p *pool) candidates(arch string, wantEmulated bool, mode, last string) (offer, error) {
+func (p *pool) candidates(arch string, wantEmulated, needsSecrets bool, mode, last string) (offer, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
@@ -169,6 +181,20 @@ func (p *pool) candidates(arch string, wantEmulated bool, mode, last string) (of
 	// rather than being built the other way.
 	if slices.ContainsFunc(cands, func(c cand) bool { return c.emulated == wantEmulated }) {
 		cands = slices.DeleteFunc(cands, func(c cand) bool { return c.emulated != wantEmulated })
+	}
+	// Build secrets need a host that mounts them (BuildKit): among those of
+	// the kind chosen above, never by falling back to emulation.
+	if needsSecrets && len(cands) > 0 {
+		var without []string
+		for _, c := range cands {
+			if !c.h.info.GetSecrets() {
+				without = append(without, c.h.info.GetName())
+			}
+		}
+		cands = slices.DeleteFunc(cands, func(c cand) bool { return !c.h.info.GetSecrets() })
+		if len(cands) == 0 {
+			return offer{}, errNoSecrets{arch: arch, hosts: without}
+		}
 	}
 	if mode == PlaceSpread {
 		last = ""

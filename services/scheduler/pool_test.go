@@ -243,3 +243,36 @@ func TestUnknownPlacementIsRefused(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestJobsWithSecretsGoToHostsThatMountThem(t *testing.T) {
+	bk := h("bk", amd, nil, 1)
+	bk.Secrets = true
+	p := testPool(h("classic", amd, nil, 1), bk)
+	place := func(needs bool) (placement, bool, error) {
+		p.n++
+		j := &buildv1.Job{JobId: fmt.Sprintf("s-%d", p.n), Fleet: "org/f", Service: "main", Arch: "amd64", NeedsSecrets: needs}
+		return p.Server.place(context.Background(), j, "org/f/main")
+	}
+	if got, ok, err := place(true); !ok || err != nil || got.host != "bk" {
+		t.Fatalf("a job with secrets went to %+v (ok=%v err=%v), want bk", got, ok, err)
+	}
+	// bk is full: the next one waits for it rather than going to the classic host.
+	if got, ok, err := place(true); ok || err != nil {
+		t.Fatalf("a job with secrets placed on %+v (err %v) while the only BuildKit host is busy", got, err)
+	}
+	if got, ok, _ := place(false); !ok || got.host != "classic" {
+		t.Errorf("a job without secrets: %+v", got)
+	}
+	// A classic native host and a BuildKit host that would emulate: the
+	// job is refused, not emulated.
+	emul := h("arm-bk", arm, amd, 1)
+	emul.Secrets = true
+	only := testPool(h("classic", amd, nil, 1), emul)
+	only.n = 100
+	j := &buildv1.Job{JobId: "x", Fleet: "org/f", Service: "main", Arch: "amd64", NeedsSecrets: true}
+	_, _, err := only.Server.place(context.Background(), j, "org/f/main")
+	var ns errNoSecrets
+	if !errors.As(err, &ns) || !strings.Contains(err.Error(), "build secrets need BuildKit") || !strings.Contains(err.Error(), "classic uses the classic builder") {
+		t.Errorf("with no BuildKit host: %v", err)
+	}
+}

@@ -52,7 +52,10 @@ type Job struct {
 	// services).
 	PullImage string `protobuf:"bytes,14,opt,name=pull_image,json=pullImage,proto3" json:"pull_image,omitempty"`
 	// Dockerfile stage to build.
-	Target        string `protobuf:"bytes,15,opt,name=target,proto3" json:"target,omitempty"`
+	Target string `protobuf:"bytes,15,opt,name=target,proto3" json:"target,omitempty"`
+	// The service has build secrets: only a host that mounts them (BuildKit)
+	// may take the job.
+	NeedsSecrets  bool `protobuf:"varint,16,opt,name=needs_secrets,json=needsSecrets,proto3" json:"needs_secrets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -192,11 +195,18 @@ func (x *Job) GetTarget() string {
 	return ""
 }
 
+func (x *Job) GetNeedsSecrets() bool {
+	if x != nil {
+		return x.NeedsSecrets
+	}
+	return false
+}
+
 var File_builder_build_v1_job_proto protoreflect.FileDescriptor
 
 const file_builder_build_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x1abuilder/build/v1/job.proto\x12\x10builder.build.v1\"\xed\x04\n" +
+	"\x1abuilder/build/v1/job.proto\x12\x10builder.build.v1\"\x92\x05\n" +
 	"\x03Job\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x19\n" +
 	"\bbuild_id\x18\x02 \x01(\tR\abuildId\x12\x18\n" +
@@ -217,7 +227,8 @@ const file_builder_build_v1_job_proto_rawDesc = "" +
 	"\x06labels\x18\r \x03(\v2!.builder.build.v1.Job.LabelsEntryR\x06labels\x12\x1d\n" +
 	"\n" +
 	"pull_image\x18\x0e \x01(\tR\tpullImage\x12\x16\n" +
-	"\x06target\x18\x0f \x01(\tR\x06target\x1a<\n" +
+	"\x06target\x18\x0f \x01(\tR\x06target\x12#\n" +
+	"\rneeds_secrets\x18\x10 \x01(\bR\fneedsSecrets\x1a<\n" +
 	"\x0eBuildArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +

@@ -310,6 +310,11 @@ type Host struct {
 	LastSeen *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	// Why the host is unhealthy, in words an operator can act on.
 	HealthMessage string `protobuf:"bytes,11,opt,name=health_message,json=healthMessage,proto3" json:"health_message,omitempty"`
+	// Reported by the executor (the plugin's capabilities): the host mounts
+	// build secrets (it builds with BuildKit).
+	Secrets bool `protobuf:"varint,12,opt,name=secrets,proto3" json:"secrets,omitempty"`
+	// The host's engine version, for operators.
+	EngineVersion string `protobuf:"bytes,13,opt,name=engine_version,json=engineVersion,proto3" json:"engine_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -417,6 +422,20 @@ func (x *Host) GetLastSeen() *timestamppb.Timestamp {
 func (x *Host) GetHealthMessage() string {
 	if x != nil {
 		return x.HealthMessage
+	}
+	return ""
+}
+
+func (x *Host) GetSecrets() bool {
+	if x != nil {
+		return x.Secrets
+	}
+	return false
+}
+
+func (x *Host) GetEngineVersion() string {
+	if x != nil {
+		return x.EngineVersion
 	}
 	return ""
 }
@@ -878,7 +897,7 @@ const file_builder_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"\x12CancelBuildRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x15\n" +
-	"\x13CancelBuildResponse\"\xfe\x02\n" +
+	"\x13CancelBuildResponse\"\xbf\x03\n" +
 	"\x04Host\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06plugin\x18\x02 \x01(\tR\x06plugin\x12!\n" +
@@ -891,7 +910,9 @@ const file_builder_scheduler_v1_scheduler_proto_rawDesc = "" +
 	"\ahealthy\x18\t \x01(\bR\ahealthy\x127\n" +
 	"\tlast_seen\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12%\n" +
-	"\x0ehealth_message\x18\v \x01(\tR\rhealthMessage\"\x12\n" +
+	"\x0ehealth_message\x18\v \x01(\tR\rhealthMessage\x12\x18\n" +
+	"\asecrets\x18\f \x01(\bR\asecrets\x12%\n" +
+	"\x0eengine_version\x18\r \x01(\tR\rengineVersion\"\x12\n" +
 	"\x10ListHostsRequest\"E\n" +
 	"\x11ListHostsResponse\x120\n" +
 	"\x05hosts\x18\x01 \x03(\v2\x1a.builder.scheduler.v1.HostR\x05hosts\"&\n" +
