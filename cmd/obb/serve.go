@@ -25,6 +25,7 @@ import (
 	"github.com/open-balena-builder/builder/platform/telemetry"
 	executorv1 "github.com/open-balena-builder/builder/proto/builder/executor/v1"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
+	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
 	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
 	"github.com/open-balena-builder/builder/services/executor"
@@ -379,7 +380,7 @@ func (w *wiring) startExecutor() error {
 	log := w.logger.With("service", "executor")
 	plugins := executor.NewPlugins(pluginDir, log)
 	w.p.cleanup = append(w.p.cleanup, plugins.Close)
-	srv := executor.New(executor.Config{Hosts: cfg.Hosts, BuildKit: cfg.BuildKit, Address: cfg.Listen.Executor}, plugins,
+	srv := executor.New(executor.Config{Hosts: executorHosts(cfg), Address: cfg.Listen.Executor}, plugins,
 		func(addr string) (ingestv1.ContextServiceClient, error) {
 			cc, err := w.peers.conn(addr)
 			if err != nil {
@@ -473,6 +474,20 @@ func (w *wiring) startHTTP(draining func() bool, operatorToken string) error {
 	}
 	p.cleanup = append(p.cleanup, ops.Stop)
 	return p.startHTTP("admin", cfg.Listen.Admin, otelhttp.NewHandler(ops, "admin"), true)
+}
+
+// executorHosts turns the configured hosts into the executor's: the
+// connection its plugin gets (BuildKit per host, DOCKER_BUILDKIT by
+// default) and what the scheduler may place there.
+func executorHosts(cfg config.Config) []executor.Host {
+	out := make([]executor.Host, 0, len(cfg.Hosts))
+	for _, h := range cfg.Hosts {
+		out = append(out, executor.Host{Plugin: h.Plugin, NativeArchs: h.NativeArchs, EmulatedArchs: h.EmulatedArchs, MaxConcurrent: h.MaxConcurrent,
+			Conn: &pluginv1.HostConfig{Name: h.Name, Endpoint: h.Endpoint, TlsCa: h.TLSCA, TlsCert: h.TLSCert, TlsKey: h.TLSKey,
+				SshPrivateKey: h.SSHKey, SshCertificate: h.SSHCertificate, SshKnownHosts: h.SSHKnownHosts,
+				Buildkit: h.UsesBuildKit(cfg.BuildKit), NetworkMode: h.NetworkMode}})
+	}
+	return out
 }
 
 func logLimits(cfg config.Config) hub.Limits {

@@ -484,7 +484,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.native_archs: at least one architecture is required", field))
 		}
 		for _, a := range append(append([]string{}, h.NativeArchs...), h.EmulatedArchs...) {
-			if _, ok := Platform(a); !ok {
+			if _, ok := hostrules.Platform(a); !ok {
 				errs = append(errs, fmt.Errorf("%s: unknown architecture %q (use amd64, i386, i386-nlp, aarch64, armv7hf, rpi)", field, a))
 			}
 		}
@@ -505,21 +505,4 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("tls (OBB_TLS_CA, OBB_TLS_CERT, OBB_TLS_KEY): all three go together"))
 	}
 	return errors.Join(errs...)
-}
-
-// Platform maps a CPU architecture slug to a Docker platform.
-func Platform(arch string) (string, bool) {
-	switch arch {
-	case "amd64":
-		return "linux/amd64", true
-	case "i386", "i386-nlp":
-		return "linux/386", true
-	case "aarch64":
-		return "linux/arm64/v8", true
-	case "armv7hf":
-		return "linux/arm/v7", true
-	case "rpi":
-		return "linux/arm/v6", true
-	}
-	return "", false
 }

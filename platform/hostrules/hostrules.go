@@ -28,3 +28,20 @@ func Plaintext(endpoint, tlsCA, tlsCert string) bool {
 	u, err := url.Parse(endpoint)
 	return err == nil && u.Scheme == "tcp" && tlsCA == "" && tlsCert == ""
 }
+
+// Platform maps a CPU architecture slug to a Docker platform.
+func Platform(arch string) (string, bool) {
+	switch arch {
+	case "amd64":
+		return "linux/amd64", true
+	case "i386", "i386-nlp":
+		return "linux/386", true
+	case "aarch64":
+		return "linux/arm64/v8", true
+	case "armv7hf":
+		return "linux/arm/v7", true
+	case "rpi":
+		return "linux/arm/v6", true
+	}
+	return "", false
+}

@@ -31,3 +31,13 @@ func TestPlaintext(t *testing.T) {
 		}
 	}
 }
+
+func TestPlatform(t *testing.T) {
+	for arch, want := range map[string]string{"amd64": "linux/amd64", "i386": "linux/386", "i386-nlp": "linux/386",
+		"aarch64": "linux/arm64/v8", "armv7hf": "linux/arm/v7", "rpi": "linux/arm/v6", "sparc": ""} {
+		got, ok := Platform(arch)
+		if got != want || ok != (want != "") {
+			t.Errorf("Platform(%q) = %q, %v; want %q", arch, got, ok, want)
+		}
+	}
+}

@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/open-balena-builder/builder/platform/config"
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	executorv1 "github.com/open-balena-builder/builder/proto/builder/executor/v1"
@@ -41,19 +40,30 @@ type ContextDialer func(addr string) (ingestv1.ContextServiceClient, error)
 
 // Config is what the executor needs to know.
 type Config struct {
-	Hosts []config.Host
-	// BuildKit is the default for hosts that do not say (DOCKER_BUILDKIT).
-	BuildKit bool
+	Hosts []Host
 	// Address is where the scheduler reaches this executor.
 	Address string
 }
+
+// Host is one build host the executor drives: the plugin that drives it,
+// how that plugin reaches it (Conn: endpoint, TLS or SSH material, BuildKit,
+// network mode) and what the scheduler may place on it.
+type Host struct {
+	Plugin                     string
+	Conn                       *pluginv1.HostConfig
+	NativeArchs, EmulatedArchs []string
+	MaxConcurrent              int
+}
+
+// Name is the host's name.
+func (h Host) Name() string { return h.Conn.GetName() }
 
 // Server implements executorv1.ExecutorServiceServer.
 type Server struct {
 	executorv1.UnimplementedExecutorServiceServer
 
 	cfg      Config
-	hosts    map[string]config.Host
+	hosts    map[string]Host
 	plugins  PluginSource
 	contexts ContextDialer
 	release  releasev1.ReleaseServiceClient
@@ -62,9 +72,9 @@ type Server struct {
 
 // New returns an executor for the configured hosts.
 func New(cfg Config, plugins PluginSource, contexts ContextDialer, release releasev1.ReleaseServiceClient, logger *slog.Logger) *Server {
-	hosts := map[string]config.Host{}
+	hosts := map[string]Host{}
 	for _, h := range cfg.Hosts {
-		hosts[h.Name] = h
+		hosts[h.Name()] = h
 	}
 	return &Server{cfg: cfg, hosts: hosts, plugins: plugins, contexts: contexts, release: release, log: logger}
 }
@@ -109,7 +119,7 @@ func (s *Server) checkHosts(ctx context.Context, timeout time.Duration) []*sched
 	hosts := make([]*schedulerv1.Host, len(s.cfg.Hosts))
 	var wg sync.WaitGroup
 	for i, h := range s.cfg.Hosts {
-		hosts[i] = &schedulerv1.Host{Name: h.Name, Plugin: h.Plugin, NativeArchs: h.NativeArchs, EmulatedArchs: h.EmulatedArchs,
+		hosts[i] = &schedulerv1.Host{Name: h.Name(), Plugin: h.Plugin, NativeArchs: h.NativeArchs, EmulatedArchs: h.EmulatedArchs,
 			MaxConcurrent: int32(h.MaxConcurrent), ExecutorAddress: s.cfg.Address, Healthy: true}
 		wg.Add(1)
 		go func() {
@@ -125,7 +135,7 @@ func (s *Server) checkHosts(ctx context.Context, timeout time.Duration) []*sched
 			if caps, err := s.capabilities(hctx, h); err == nil {
 				hosts[i].Secrets, hosts[i].EngineVersion = caps.GetSecrets(), caps.GetEngineVersion()
 			} else {
-				s.log.Debug("host capabilities unknown", "host", h.Name, "error", err)
+				s.log.Debug("host capabilities unknown", "host", h.Name(), "error", err)
 			}
 		}()
 	}
@@ -133,26 +143,20 @@ func (s *Server) checkHosts(ctx context.Context, timeout time.Duration) []*sched
 	return hosts
 }
 
-func (s *Server) health(ctx context.Context, h config.Host) error {
+func (s *Server) health(ctx context.Context, h Host) error {
 	plugin, err := s.plugins.Get(ctx, h.Plugin)
 	if err != nil {
 		return err
 	}
-	return plugin.Health(ctx, hostConfig(h, s.cfg.BuildKit))
+	return plugin.Health(ctx, h.Conn)
 }
 
-func (s *Server) capabilities(ctx context.Context, h config.Host) (*pluginv1.CapabilitiesResponse, error) {
+func (s *Server) capabilities(ctx context.Context, h Host) (*pluginv1.CapabilitiesResponse, error) {
 	plugin, err := s.plugins.Get(ctx, h.Plugin)
 	if err != nil {
 		return nil, err
 	}
-	return plugin.Capabilities(ctx, hostConfig(h, s.cfg.BuildKit))
-}
-
-func hostConfig(h config.Host, buildkit bool) *pluginv1.HostConfig {
-	return &pluginv1.HostConfig{Name: h.Name, Endpoint: h.Endpoint, TlsCa: h.TLSCA, TlsCert: h.TLSCert, TlsKey: h.TLSKey,
-		SshPrivateKey: h.SSHKey, SshCertificate: h.SSHCertificate, SshKnownHosts: h.SSHKnownHosts,
-		Buildkit: h.UsesBuildKit(buildkit), NetworkMode: h.NetworkMode}
+	return plugin.Capabilities(ctx, h.Conn)
 }
 
 // RunJob runs one job and streams its events; the last is its final state.
@@ -174,9 +178,9 @@ func (s *Server) RunJob(req *executorv1.RunJobRequest, stream grpc.ServerStreami
 	// The scheduler said which host and why ("Building on ...").
 	switch {
 	case req.GetEmulated() && job.GetEmulated():
-		_ = info(buildv1.Level_LEVEL_INFO, fmt.Sprintf("Emulated build requested: building %s on %s under QEMU", job.GetArch(), h.Name))
+		_ = info(buildv1.Level_LEVEL_INFO, fmt.Sprintf("Emulated build requested: building %s on %s under QEMU", job.GetArch(), h.Name()))
 	case req.GetEmulated():
-		_ = info(buildv1.Level_LEVEL_WARN, fmt.Sprintf("No native %s host is available: building on %s under QEMU emulation (slower)", job.GetArch(), h.Name))
+		_ = info(buildv1.Level_LEVEL_WARN, fmt.Sprintf("No native %s host is available: building on %s under QEMU emulation (slower)", job.GetArch(), h.Name()))
 	}
 
 	result, err := s.build(ctx, h, job, req.GetTicket(), func(l *pluginv1.Log) error {
@@ -189,7 +193,7 @@ func (s *Server) RunJob(req *executorv1.RunJobRequest, stream grpc.ServerStreami
 		}
 		return send(&buildv1.Event{Kind: &buildv1.Event_Log{Log: &buildv1.LogLine{Text: l.GetText(), Level: level, Replace: l.GetReplace()}}})
 	})
-	update := &buildv1.JobUpdate{Host: h.Name, Emulated: req.GetEmulated()}
+	update := &buildv1.JobUpdate{Host: h.Name(), Emulated: req.GetEmulated()}
 	switch {
 	case err == nil:
 		update.State = buildv1.JobState_JOB_STATE_SUCCEEDED
@@ -198,7 +202,7 @@ func (s *Server) RunJob(req *executorv1.RunJobRequest, stream grpc.ServerStreami
 		update.State, update.Error = buildv1.JobState_JOB_STATE_CANCELLED, "cancelled"
 	default:
 		update.State, update.Error = buildv1.JobState_JOB_STATE_FAILED, errorText(err)
-		s.log.Warn("job failed", "job", job.GetJobId(), "host", h.Name, "error", update.Error)
+		s.log.Warn("job failed", "job", job.GetJobId(), "host", h.Name(), "error", update.Error)
 	}
 	if sendErr := send(&buildv1.Event{Kind: &buildv1.Event_Job{Job: update}}); sendErr != nil && ctx.Err() == nil {
 		return sendErr
@@ -208,7 +212,7 @@ func (s *Server) RunJob(req *executorv1.RunJobRequest, stream grpc.ServerStreami
 
 // build fetches the context, gets a push token and runs the plugin; the
 // job's ticket opens each of them.
-func (s *Server) build(ctx context.Context, h config.Host, job *buildv1.Job, ticket string, logs sdk.LogSink) (*pluginv1.Result, error) {
+func (s *Server) build(ctx context.Context, h Host, job *buildv1.Job, ticket string, logs sdk.LogSink) (*pluginv1.Result, error) {
 	plugin, err := s.plugins.Get(ctx, h.Plugin)
 	if err != nil {
 		return nil, err
@@ -227,7 +231,7 @@ func (s *Server) build(ctx context.Context, h config.Host, job *buildv1.Job, tic
 	}
 	spec := &pluginv1.BuildSpec{
 		JobId:          job.GetJobId(),
-		Host:           hostConfig(h, s.cfg.BuildKit),
+		Host:           h.Conn,
 		Platform:       job.GetPlatform(),
 		Nocache:        job.GetNocache(),
 		Dockerfile:     job.GetDockerfile(),

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
-	"github.com/open-balena-builder/builder/platform/config"
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
@@ -94,7 +93,7 @@ func serve(t *testing.T, register func(*grpc.Server)) *grpc.ClientConn {
 	return cc
 }
 
-var hosts = []config.Host{{Name: "amd", Plugin: "fake", Endpoint: "unix:///x.sock", NativeArchs: []string{"amd64"}, EmulatedArchs: []string{"aarch64"}, MaxConcurrent: 3}}
+var hosts = []Host{{Plugin: "fake", Conn: &pluginv1.HostConfig{Name: "amd", Endpoint: "unix:///x.sock"}, NativeArchs: []string{"amd64"}, EmulatedArchs: []string{"aarch64"}, MaxConcurrent: 3}}
 
 func newExecutor(t *testing.T, fake *sdktest.FakeExecutor) (executorv1.ExecutorServiceClient, *releaseServer) {
 	t.Helper()

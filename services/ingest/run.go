@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/grpc/status"
 
-	"github.com/open-balena-builder/builder/platform/config"
+	"github.com/open-balena-builder/builder/platform/hostrules"
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
 	releasev1 "github.com/open-balena-builder/builder/proto/builder/release/v1"
@@ -68,7 +68,7 @@ func (s *Server) run(b *build, spec *ingestv1.BuildSpec) {
 // schedule submits the jobs and relays the scheduler's events until the
 // build ends. It returns the build's state and, unless it succeeded, why.
 func (s *Server) schedule(b *build, spec *ingestv1.BuildSpec, done <-chan struct{}) (buildv1.BuildState, string) {
-	platform, _ := config.Platform(b.fleet.GetArch())
+	platform, _ := hostrules.Platform(b.fleet.GetArch())
 	req := &schedulerv1.SubmitBuildRequest{BuildId: b.id}
 	for _, svc := range b.plan.Services {
 		req.Jobs = append(req.Jobs, &buildv1.Job{
