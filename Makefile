@@ -70,9 +70,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime $(FUZZTIME) ./services/ingest/upload
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./services/ingest/compose
 
-## bench: push overhead and first byte against raw docker build + push
+## bench: push overhead and first byte against raw docker build + push, re-push on a pool
+## (affinity against spread), the buildkit registry cache, scheduler dispatch
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 5x -count 1 ./tests/e2e/ ./tests/pool/ ./services/ingest/upload/
+	$(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./tests/plugins/buildkit/
+	$(GO) test -run '^$$' -bench Dispatch -benchtime 1x -count 1 ./services/scheduler/ ./tests/store/
 
 ## demo: start a local stack, push examples/hello, print the release and digest
 demo: deps
