@@ -19,7 +19,6 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
-	"github.com/docker/docker/pkg/jsonmessage"
 
 	"github.com/open-balena-builder/builder/plugins/sdk"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
@@ -217,17 +216,8 @@ func checkPull(t *testing.T, env Env, spec *pluginv1.BuildSpec, ref string) {
 		t.Fatalf("pull %s from the registry: %v", ref, err)
 	}
 	defer body.Close()
-	dec := json.NewDecoder(body)
-	for {
-		var m jsonmessage.JSONMessage
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			return
-		} else if err != nil {
-			t.Fatalf("pull %s: read progress: %v", ref, err)
-		}
-		if m.Error != nil {
-			t.Fatalf("pull %s from the registry: %s", ref, m.Error.Message)
-		}
+	if err := ProgressResult(body); err != nil {
+		t.Fatalf("pull %s from the registry: %v", ref, err)
 	}
 }
 

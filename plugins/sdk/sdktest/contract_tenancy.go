@@ -244,7 +244,7 @@ func checkNotPushed(t *testing.T, env Env, spec *pluginv1.BuildSpec) {
 	c := dockerClient(t, env)
 	body, err := c.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: auth})
 	if err == nil {
-		err = pullResult(body)
+		err = ProgressResult(body)
 		_ = body.Close()
 	}
 	if err == nil {
@@ -259,7 +259,9 @@ func checkNotPushed(t *testing.T, env Env, spec *pluginv1.BuildSpec) {
 
 // pullResult reads a pull's message stream to its end and returns the
 // error it reports.
-func pullResult(body io.Reader) error {
+// ProgressResult reads a Docker Engine progress stream (pull, push) to its
+// end and returns the error it reports, if any.
+func ProgressResult(body io.Reader) error {
 	dec := json.NewDecoder(body)
 	for {
 		var m jsonmessage.JSONMessage

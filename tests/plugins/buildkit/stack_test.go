@@ -2,9 +2,6 @@ package buildkit
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"io"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,7 +9,6 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/jsonmessage"
 
 	"github.com/open-balena-builder/builder/plugins/sdk/sdktest"
 	pluginv1 "github.com/open-balena-builder/builder/proto/builder/plugin/v1"
@@ -111,16 +107,7 @@ func pushImage(t testing.TB, dockerHost, src, dst, token string) {
 		t.Fatalf("push %s: %v", dst, err)
 	}
 	defer body.Close()
-	dec := json.NewDecoder(body)
-	for {
-		var m jsonmessage.JSONMessage
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			return
-		} else if err != nil {
-			t.Fatalf("push %s: %v", dst, err)
-		}
-		if m.Error != nil {
-			t.Fatalf("push %s: %s", dst, m.Error.Message)
-		}
+	if err := sdktest.ProgressResult(body); err != nil {
+		t.Fatalf("push %s: %v", dst, err)
 	}
 }
