@@ -68,6 +68,11 @@ type Server struct {
 	contexts ContextDialer
 	release  releasev1.ReleaseServiceClient
 	log      *slog.Logger
+
+	// caps holds what each healthy host can do, asked once when it becomes
+	// healthy (again): not on every heartbeat.
+	capsMu sync.Mutex
+	caps   map[string]*pluginv1.CapabilitiesResponse
 }
 
 // New returns an executor for the configured hosts.
@@ -76,7 +81,8 @@ func New(cfg Config, plugins PluginSource, contexts ContextDialer, release relea
 	for _, h := range cfg.Hosts {
 		hosts[h.Name()] = h
 	}
-	return &Server{cfg: cfg, hosts: hosts, plugins: plugins, contexts: contexts, release: release, log: logger}
+	return &Server{cfg: cfg, hosts: hosts, plugins: plugins, contexts: contexts, release: release, log: logger,
+		caps: map[string]*pluginv1.CapabilitiesResponse{}}
 }
 
 // Register checks the hosts' health and announces them to the scheduler,
@@ -128,6 +134,7 @@ func (s *Server) checkHosts(ctx context.Context, timeout time.Duration) []*sched
 			defer cancel()
 			if err := s.health(hctx, h); err != nil {
 				hosts[i].Healthy, hosts[i].HealthMessage = false, errorText(err)
+				s.forgetCapabilities(h.Name()) // asked again once it is back (maybe upgraded)
 				return
 			}
 			// What the host can do, for placement (build secrets need
@@ -151,12 +158,33 @@ func (s *Server) health(ctx context.Context, h Host) error {
 	return plugin.Health(ctx, h.Conn)
 }
 
+// capabilities returns what h can do: asked of its plugin the first time
+// the host is healthy, then remembered.
 func (s *Server) capabilities(ctx context.Context, h Host) (*pluginv1.CapabilitiesResponse, error) {
+	s.capsMu.Lock()
+	caps, ok := s.caps[h.Name()]
+	s.capsMu.Unlock()
+	if ok {
+		return caps, nil
+	}
 	plugin, err := s.plugins.Get(ctx, h.Plugin)
 	if err != nil {
 		return nil, err
 	}
-	return plugin.Capabilities(ctx, h.Conn)
+	caps, err = plugin.Capabilities(ctx, h.Conn)
+	if err != nil {
+		return nil, err
+	}
+	s.capsMu.Lock()
+	s.caps[h.Name()] = caps
+	s.capsMu.Unlock()
+	return caps, nil
+}
+
+func (s *Server) forgetCapabilities(host string) {
+	s.capsMu.Lock()
+	delete(s.caps, host)
+	s.capsMu.Unlock()
 }
 
 // RunJob runs one job and streams its events; the last is its final state.

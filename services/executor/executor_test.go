@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -223,16 +224,26 @@ func TestRegisterReportsHealth(t *testing.T) {
 	if len(got) != 1 || got[0].String() != want.String() {
 		t.Errorf("checkHosts = %v, want %v", got, want)
 	}
-	fake.HealthF = nil
-	if got := ex.checkHosts(context.Background(), 5e9); !got[0].GetHealthy() || got[0].GetSecrets() {
-		t.Errorf("healthy host reported %v (a host that does not say it mounts secrets does not)", got[0])
-	}
-	// What the plugin says the host can do reaches the scheduler.
+	// What the plugin says the host can do reaches the scheduler; it is
+	// asked once the host is healthy, and again after it was down.
+	var asked atomic.Int32
+	secrets := true
 	fake.CapabilitiesF = func(context.Context, *pluginv1.HostConfig) (*pluginv1.CapabilitiesResponse, error) {
-		return &pluginv1.CapabilitiesResponse{Buildkit: true, Secrets: true, EngineVersion: "28.5.2"}, nil
+		asked.Add(1)
+		return &pluginv1.CapabilitiesResponse{Buildkit: secrets, Secrets: secrets, EngineVersion: "28.5.2"}, nil
 	}
-	if got := ex.checkHosts(context.Background(), 5e9); !got[0].GetSecrets() || got[0].GetEngineVersion() != "28.5.2" {
-		t.Errorf("capabilities not reported: %v", got[0])
+	fake.HealthF = nil
+	if got := ex.checkHosts(context.Background(), 5e9); !got[0].GetHealthy() || !got[0].GetSecrets() || got[0].GetEngineVersion() != "28.5.2" {
+		t.Errorf("healthy host reported %v", got[0])
+	}
+	if got := ex.checkHosts(context.Background(), 5e9); !got[0].GetSecrets() || asked.Load() != 1 {
+		t.Errorf("second heartbeat: %v, capabilities asked %d times, want once", got[0], asked.Load())
+	}
+	fake.HealthF = func(context.Context, *pluginv1.HostConfig) error { return errors.New("down") }
+	ex.checkHosts(context.Background(), 5e9)
+	fake.HealthF, secrets = nil, false // back, as a classic-builder host
+	if got := ex.checkHosts(context.Background(), 5e9); got[0].GetSecrets() || asked.Load() != 2 {
+		t.Errorf("after an outage: %v, capabilities asked %d times, want twice", got[0], asked.Load())
 	}
 }
 
