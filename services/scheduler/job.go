@@ -62,11 +62,12 @@ func (s *Server) placeAndRun(b *build, j *buildv1.Job) jobEnd {
 		defer t.Stop()
 		poll = t.C
 	}
+	last := s.lastHost(b.ctx, j, key) // once: not on every retry of a waiting job
 	for {
 		freed := s.freedChan()
 		var ok bool
 		var err error
-		p, ok, err = s.place(b.ctx, j, key)
+		p, ok, err = s.place(b.ctx, j, key, last)
 		if err != nil {
 			s.stopWaiting(warned)
 			return s.endJob(b, j, "", failed(buildv1.JobState_JOB_STATE_FAILED, err.Error()))
@@ -103,16 +104,23 @@ func (s *Server) placeAndRun(b *build, j *buildv1.Job) jobEnd {
 	return end
 }
 
-// place takes a slot for j on the best host that has one. ok=false: the
-// suitable hosts are all busy (the job waits).
-func (s *Server) place(ctx context.Context, j *buildv1.Job, key string) (placement, bool, error) {
-	last := ""
-	if s.cfg.Placement == PlaceAffinity {
-		var err error
-		if last, err = s.ledger.Last(ctx, key); err != nil {
-			s.log.Warn("cannot read cache affinity", "job", j.GetJobId(), "error", err)
-		}
+// lastHost is the host that built key last, for affinity ("" in spread
+// mode, or when the ledger cannot say).
+func (s *Server) lastHost(ctx context.Context, j *buildv1.Job, key string) string {
+	if s.cfg.Placement != PlaceAffinity {
+		return ""
 	}
+	last, err := s.ledger.Last(ctx, key)
+	if err != nil {
+		s.log.Warn("cannot read cache affinity", "job", j.GetJobId(), "error", err)
+	}
+	return last
+}
+
+// place takes a slot for j on the best host that has one, last being the
+// host that built its service last. ok=false: the
+// suitable hosts are all busy (the job waits).
+func (s *Server) place(ctx context.Context, j *buildv1.Job, key, last string) (placement, bool, error) {
 	o, err := s.pool.candidates(j.GetArch(), j.GetEmulated(), j.GetNeedsSecrets(), s.cfg.Placement, last)
 	if err != nil {
 		return placement{}, false, err
@@ -251,7 +259,8 @@ func causeText(ctx context.Context) string {
 // suitable host is busy. Done gives the slot back. For benchmarks and
 // tools; builds go through SubmitBuild.
 func (s *Server) Place(ctx context.Context, j *buildv1.Job) (host, why string, ok bool, err error) {
-	p, ok, err := s.place(ctx, j, j.GetFleet()+"/"+j.GetService())
+	key := j.GetFleet() + "/" + j.GetService()
+	p, ok, err := s.place(ctx, j, key, s.lastHost(ctx, j, key))
 	return p.host, p.why, ok, err
 }
 

@@ -41,7 +41,7 @@ func (p *placer) place(arch string, emulated bool, key string) (placement, bool,
 	p.n++
 	fleet, svc, _ := strings.Cut(key, "/")
 	j := &buildv1.Job{JobId: fmt.Sprintf("job-%d", p.n), Fleet: fleet, Service: svc, Arch: arch, Emulated: emulated}
-	pl, ok, err := p.Server.place(context.Background(), j, key)
+	pl, ok, err := p.Server.place(context.Background(), j, key, p.lastHost(context.Background(), j, key))
 	if ok {
 		p.jobs[pl.host] = j
 	}
@@ -251,7 +251,7 @@ func TestJobsWithSecretsGoToHostsThatMountThem(t *testing.T) {
 	place := func(needs bool) (placement, bool, error) {
 		p.n++
 		j := &buildv1.Job{JobId: fmt.Sprintf("s-%d", p.n), Fleet: "org/f", Service: "main", Arch: "amd64", NeedsSecrets: needs}
-		return p.Server.place(context.Background(), j, "org/f/main")
+		return p.Server.place(context.Background(), j, "org/f/main", "")
 	}
 	if got, ok, err := place(true); !ok || err != nil || got.host != "bk" {
 		t.Fatalf("a job with secrets went to %+v (ok=%v err=%v), want bk", got, ok, err)
@@ -270,7 +270,7 @@ func TestJobsWithSecretsGoToHostsThatMountThem(t *testing.T) {
 	only := testPool(h("classic", amd, nil, 1), emul)
 	only.n = 100
 	j := &buildv1.Job{JobId: "x", Fleet: "org/f", Service: "main", Arch: "amd64", NeedsSecrets: true}
-	_, _, err := only.Server.place(context.Background(), j, "org/f/main")
+	_, _, err := only.Server.place(context.Background(), j, "org/f/main", "")
 	var ns errNoSecrets
 	if !errors.As(err, &ns) || !strings.Contains(err.Error(), "build secrets need BuildKit") || !strings.Contains(err.Error(), "classic uses the classic builder") {
 		t.Errorf("with no BuildKit host: %v", err)
