@@ -120,7 +120,7 @@ func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.Bui
 		return "", err
 	}
 	if spec.GetHost().GetBuildkit() {
-		if f := frontend(dockerfile, spec.GetBuildArgs()); f != "" && !officialFrontend(f) {
+		if f := frontend(dockerfile, spec.GetBuildArgs()); f != "" && !OfficialFrontend(f) {
 			msg := fmt.Sprintf("the build asks for the BuildKit frontend %s (# syntax= or BUILDKIT_SYNTAX): on a shared build host only docker/dockerfile frontends build", f)
 			_ = logs(&pluginv1.Log{Text: msg, Error: true})
 			return "", fmt.Errorf("job %s: %s: %w", spec.GetJobId(), msg, sdk.ErrInvalidArgument)
@@ -485,7 +485,7 @@ func buildOptions(spec *pluginv1.BuildSpec, auths RegistryAuths) build.ImageBuil
 	if spec.GetHost().GetBuildkit() {
 		version = build.BuilderBuildKit
 		ns := cacheMountNS(spec)
-		args[cacheMountNSArg] = &ns // the build's own cache mounts only
+		args[CacheMountNSArg] = &ns // the build's own cache mounts only
 	}
 	return build.ImageBuildOptions{
 		Dockerfile:  dockerfile,

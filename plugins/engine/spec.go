@@ -16,6 +16,18 @@ import (
 
 // validateSpec checks what Build needs before it talks to the daemon.
 func validateSpec(spec *pluginv1.BuildSpec) error {
+	if err := ValidateBaseSpec(spec); err != nil || spec.GetPullImage() != "" {
+		// With pull_image nothing is built: the secrets and the target do
+		// not apply.
+		return err
+	}
+	return validateSecrets(spec)
+}
+
+// ValidateBaseSpec checks what every BuildKit or Engine build needs: a job
+// id, a host endpoint, an image_ref without tag or digest, a network mode,
+// and a pull_image that parses.
+func ValidateBaseSpec(spec *pluginv1.BuildSpec) error {
 	if spec.GetJobId() == "" {
 		return fmt.Errorf("build spec: job_id is empty: %w", sdk.ErrInvalidArgument)
 	}
@@ -33,13 +45,11 @@ func validateSpec(spec *pluginv1.BuildSpec) error {
 		return fmt.Errorf("job %s: host network_mode %q: use none, host, default or a network name: %w", spec.GetJobId(), m, sdk.ErrInvalidArgument)
 	}
 	if img := spec.GetPullImage(); img != "" {
-		// Nothing is built: the secrets and the target do not apply.
 		if _, err := reference.ParseNormalizedNamed(img); err != nil {
 			return fmt.Errorf("job %s: pull_image %q: %v: %w", spec.GetJobId(), img, err, sdk.ErrInvalidArgument)
 		}
-		return nil
 	}
-	return validateSecrets(spec)
+	return nil
 }
 
 // secretDestRE is a secret's path under /run/secrets: relative, of plain

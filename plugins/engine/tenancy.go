@@ -363,10 +363,10 @@ func frontend(dockerfile []byte, buildArgs map[string]string) string {
 	return ""
 }
 
-// officialFrontend tells whether a frontend image is Docker's Dockerfile
+// OfficialFrontend tells whether a frontend image is Docker's Dockerfile
 // frontend, which builds what the Dockerfile says and nothing else (any
 // tag or digest).
-func officialFrontend(img string) bool {
+func OfficialFrontend(img string) bool {
 	named, err := reference.ParseNormalizedNamed(img)
 	if err != nil {
 		return false
@@ -378,11 +378,11 @@ func officialFrontend(img string) bool {
 	return false
 }
 
-// cacheMountNSArg is the build arg that namespaces a BuildKit build's
+// CacheMountNSArg is the build arg that namespaces a BuildKit build's
 // cache mounts (RUN --mount=type=cache): without it, every build on the
 // daemon shares a cache directory by its id (the target path by default),
 // so one tenant reads and writes what another left there.
-const cacheMountNSArg = "BUILDKIT_CACHE_MOUNT_NS"
+const CacheMountNSArg = "BUILDKIT_CACHE_MOUNT_NS"
 
 // cacheMountNS is the namespace of a build's cache mounts: the build's
 // own (its image_ref, unique per build), whatever the build args say.

@@ -296,17 +296,17 @@ func TestFrontend(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got := frontend([]byte(tt.dockerfile), tt.args)
-		if got != tt.want || got != "" && officialFrontend(got) != tt.official {
-			t.Errorf("frontend(%q, %v) = %q (official %v), want %q (%v)", tt.dockerfile, tt.args, got, officialFrontend(got), tt.want, tt.official)
+		if got != tt.want || got != "" && OfficialFrontend(got) != tt.official {
+			t.Errorf("frontend(%q, %v) = %q (official %v), want %q (%v)", tt.dockerfile, tt.args, got, OfficialFrontend(got), tt.want, tt.official)
 		}
 	}
 }
 
 func TestBuildKitCacheMountsAreTheBuildsOwn(t *testing.T) {
 	spec := &pluginv1.BuildSpec{ImageRef: "r.io/v2/abc", Host: &pluginv1.HostConfig{Buildkit: true},
-		BuildArgs: map[string]string{cacheMountNSArg: "someone-elses", "A": "1"}}
+		BuildArgs: map[string]string{CacheMountNSArg: "someone-elses", "A": "1"}}
 	opts := buildOptions(spec, nil)
-	if ns := opts.BuildArgs[cacheMountNSArg]; ns == nil || *ns != cacheMountNS(spec) || *opts.BuildArgs["A"] != "1" {
+	if ns := opts.BuildArgs[CacheMountNSArg]; ns == nil || *ns != cacheMountNS(spec) || *opts.BuildArgs["A"] != "1" {
 		t.Errorf("BuildKit build args %v", opts.BuildArgs)
 	}
 	if other := cacheMountNS(&pluginv1.BuildSpec{ImageRef: "r.io/v2/def"}); other == cacheMountNS(spec) {
@@ -314,7 +314,7 @@ func TestBuildKitCacheMountsAreTheBuildsOwn(t *testing.T) {
 	}
 	spec.Host.Buildkit = false
 	spec.BuildArgs = nil
-	if _, ok := buildOptions(spec, nil).BuildArgs[cacheMountNSArg]; ok {
+	if _, ok := buildOptions(spec, nil).BuildArgs[CacheMountNSArg]; ok {
 		t.Error("the classic builder got BuildKit's build arg")
 	}
 }

@@ -169,7 +169,7 @@ func (b *build) solveOpt(ctxFS, dfFS fsutil.FS) (bkclient.SolveOpt, error) {
 		attrs["build-arg:"+k] = v
 	}
 	// Cache mounts are the build's own, whatever the build args say.
-	attrs["build-arg:"+cacheMountNSArg] = "obb/" + spec.GetImageRef()
+	attrs["build-arg:"+engine.CacheMountNSArg] = "obb/" + spec.GetImageRef()
 	for k, v := range spec.GetLabels() {
 		attrs["label:"+k] = v
 	}

@@ -11,16 +11,12 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 
+	"github.com/open-balena-builder/builder/plugins/engine"
 	"github.com/open-balena-builder/builder/plugins/sdk"
 )
 
 // syntaxArg is the build arg that names a Dockerfile frontend image.
 const syntaxArg = "BUILDKIT_SYNTAX"
-
-// cacheMountNSArg namespaces a build's cache mounts (RUN
-// --mount=type=cache): without it every build on buildkitd shares a cache
-// directory by its id, so one tenant reads what another left there.
-const cacheMountNSArg = "BUILDKIT_CACHE_MOUNT_NS"
 
 // checkFrontend refuses a build that asks for a frontend other than
 // Docker's own Dockerfile frontend (a "# syntax=" directive or the
@@ -34,25 +30,11 @@ func checkFrontend(jobID string, dockerfile []byte, buildArgs map[string]string)
 			asked = ref
 		}
 	}
-	if asked == "" || officialFrontend(asked) {
+	if asked == "" || engine.OfficialFrontend(strings.Fields(asked + " ")[0]) {
 		return asked, nil
 	}
 	return asked, fmt.Errorf("job %s: the Dockerfile frontend %q is refused: this host builds with buildkitd's built-in Dockerfile frontend only: %w",
 		jobID, asked, sdk.ErrInvalidArgument)
-}
-
-// officialFrontend tells whether a frontend image is Docker's Dockerfile
-// frontend (any tag or digest).
-func officialFrontend(img string) bool {
-	named, err := reference.ParseNormalizedNamed(strings.Fields(img + " ")[0])
-	if err != nil {
-		return false
-	}
-	switch named.Name() {
-	case "docker.io/docker/dockerfile", "docker.io/docker/dockerfile-upstream":
-		return true
-	}
-	return false
 }
 
 // argEnv is the build args as the shell lexer's environment.
