@@ -215,8 +215,8 @@ func TestRunStepOnTheBuildersLoopbackGetsNothing(t *testing.T) {
 			t.Errorf("%s %s answered %s", m[1], m[2], got)
 		}
 	}
-	if calls != 20 {
-		t.Errorf("%d probe results, want 20 (host networking on the build host reaches loopback?):\n%s", calls, text)
+	if calls != 21 {
+		t.Errorf("%d probe results, want 21 (host networking on the build host reaches loopback?):\n%s", calls, text)
 	}
 	if hosts, _ := status(t, "GET", env.AdminURL+"/v1/hosts", harness.AdminToken); hosts != 200 {
 		t.Errorf("hosts after the probe: %d", hosts)

@@ -77,6 +77,11 @@ func main() {
 	report("ingest", "CancelBuild", err)
 	_, err = releasev1.NewReleaseServiceClient(rel).RegistryToken(ctx, &releasev1.RegistryTokenRequest{JobId: "1/main"})
 	report("release", "RegistryToken", err)
+	cd, err := releasev1.NewReleaseServiceClient(rel).CreateDeltas(ctx, &releasev1.CreateDeltasRequest{UserToken: "x", FleetId: 1, ReleaseId: 1})
+	if err == nil {
+		_, err = cd.Recv()
+	}
+	report("release", "CreateDeltas", err)
 	_, err = schedulerv1.NewSchedulerServiceClient(sch).RegisterHosts(ctx, &schedulerv1.RegisterHostsRequest{Hosts: []*schedulerv1.Host{{Name: "amd64", ExecutorAddress: "127.0.0.1:1"}}})
 	report("scheduler", "RegisterHosts", err)
 	_, err = schedulerv1.NewSchedulerServiceClient(sch).SubmitBuild(ctx, &schedulerv1.SubmitBuildRequest{BuildId: "x", Jobs: []*buildv1.Job{{JobId: "x/main"}}})
