@@ -43,8 +43,9 @@ apt_update() {
 }
 
 # 1. Debian packages.
-# chromium: the build page's browser test (tests/browser, headless).
-PKGS=(docker.io docker-registry qemu-user-static busybox-static binfmt-support postgresql runc chromium)
+# chromium: the build page's browser test (tests/browser, headless);
+# ca-certificates: the bundle scripts/image.sh puts in the image.
+PKGS=(docker.io docker-registry qemu-user-static busybox-static binfmt-support postgresql runc chromium ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
