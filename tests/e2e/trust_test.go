@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,15 +25,14 @@ import (
 // headless starts a build that runs until cancelled and returns its id.
 func headless(t *testing.T, f fixture, marker string) int64 {
 	t.Helper()
-	res := push(t, f, project(t, map[string]string{"Dockerfile": "FROM busybox\nRUN echo " + marker + " && sleep 120\n"}), harness.PushOptions{Headless: true})
-	var reply struct {
-		Started   bool  `json:"started"`
-		ReleaseID int64 `json:"releaseId"`
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	id, err := harness.PushHeadless(ctx, env.BuilderURL, project(t, map[string]string{"Dockerfile": "FROM busybox\nRUN echo " + marker + " && sleep 120\n"}),
+		harness.PushOptions{Slug: f.fleet.Slug, Token: f.token})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := json.Unmarshal([]byte(res.Body), &reply); err != nil || !reply.Started || reply.ReleaseID == 0 {
-		t.Fatalf("headless push: %d %q (%v)", res.Status, res.Body, err)
-	}
-	return reply.ReleaseID
+	return id
 }
 
 // status calls the builder and returns the status and up to 64 KiB of the

@@ -85,6 +85,25 @@ func Push(ctx context.Context, builderURL, dir string, o PushOptions) (*PushResu
 	return PushBody(ctx, builderURL, TarGz(dir), o)
 }
 
+// PushHeadless pushes dir headless (balena push --detached: the builder
+// answers at once and builds in the background) and returns the release
+// id it answered with.
+func PushHeadless(ctx context.Context, builderURL, dir string, o PushOptions) (int64, error) {
+	o.Headless = true
+	res, err := Push(ctx, builderURL, dir, o)
+	if err != nil {
+		return 0, err
+	}
+	var reply struct {
+		Started   bool  `json:"started"`
+		ReleaseID int64 `json:"releaseId"`
+	}
+	if err := json.Unmarshal([]byte(res.Body), &reply); err != nil || !reply.Started || reply.ReleaseID == 0 {
+		return 0, fmt.Errorf("headless push: %d %q (%v)", res.Status, res.Body, err)
+	}
+	return reply.ReleaseID, nil
+}
+
 // PushBody is Push with a ready body (for malformed uploads).
 func PushBody(ctx context.Context, builderURL string, body io.Reader, o PushOptions) (*PushResult, error) {
 	q := url.Values{}

@@ -119,18 +119,11 @@ func headless(t *testing.T, in instance, slug, token, dockerfile string) int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := harness.Push(ctx, in.url, project(t, dockerfile), harness.PushOptions{Slug: slug, Token: token, Headless: true})
+	id, err := harness.PushHeadless(ctx, in.url, project(t, dockerfile), harness.PushOptions{Slug: slug, Token: token})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("to %s: %v", in.name, err)
 	}
-	var reply struct {
-		Started   bool  `json:"started"`
-		ReleaseID int64 `json:"releaseId"`
-	}
-	if err := json.Unmarshal([]byte(res.Body), &reply); err != nil || !reply.Started {
-		t.Fatalf("headless push to %s: %d %q (%v)", in.name, res.Status, res.Body, err)
-	}
-	return reply.ReleaseID
+	return id
 }
 
 // runningOn counts the amd64 host's running containers whose command has

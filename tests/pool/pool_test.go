@@ -2,7 +2,6 @@ package pool
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -158,16 +157,9 @@ func headless(t *testing.T, s *harness.Stack, f fixture, dockerfile string) int6
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := harness.Push(ctx, s.BuilderURL, project(t, dockerfile), harness.PushOptions{Slug: f.fleet.Slug, Token: f.token, Headless: true})
+	id, err := harness.PushHeadless(ctx, s.BuilderURL, project(t, dockerfile), harness.PushOptions{Slug: f.fleet.Slug, Token: f.token})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reply struct {
-		Started   bool  `json:"started"`
-		ReleaseID int64 `json:"releaseId"`
-	}
-	if err := json.Unmarshal([]byte(res.Body), &reply); err != nil || !reply.Started {
-		t.Fatalf("headless push: %d %q (%v)", res.Status, res.Body, err)
-	}
-	return reply.ReleaseID
+	return id
 }

@@ -6,7 +6,6 @@ package shutdown
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,18 +33,11 @@ func headless(t *testing.T, s *harness.Stack, slug, token, dockerfile string) in
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := harness.Push(ctx, s.BuilderURL, project(t, dockerfile), harness.PushOptions{Slug: slug, Token: token, Headless: true})
+	id, err := harness.PushHeadless(ctx, s.BuilderURL, project(t, dockerfile), harness.PushOptions{Slug: slug, Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reply struct {
-		Started   bool  `json:"started"`
-		ReleaseID int64 `json:"releaseId"`
-	}
-	if err := json.Unmarshal([]byte(res.Body), &reply); err != nil || !reply.Started {
-		t.Fatalf("headless push: %d %q (%v)", res.Status, res.Body, err)
-	}
-	return reply.ReleaseID
+	return id
 }
 
 // running lists the host's running containers whose command has marker.
