@@ -188,19 +188,7 @@ func (b *Buildkitd) Stop() error {
 		if b.ownRunDir {
 			markers = append(markers, b.runDir+"/")
 		}
-		if pids, err := killTree(markers...); err != nil {
-			errs = append(errs, err)
-		} else if len(pids) > 0 {
-			b.logf("[%s] killed leftover processes %v", b.Name, pids)
-		}
-		if err := unmountUnder(b.dirs()...); err != nil {
-			errs = append(errs, err)
-		}
-		for _, p := range b.dirs() {
-			if err := os.RemoveAll(p); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, cleanUp(b.Name, b.logf, markers, b.dirs())...)
 		b.stopErr = errors.Join(errs...)
 	})
 	return b.stopErr

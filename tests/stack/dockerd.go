@@ -298,19 +298,7 @@ func (d *Dockerd) Stop() error {
 		if d.runDir != "" {
 			markers = append(markers, d.runDir+"/")
 		}
-		if pids, err := killTree(markers...); err != nil {
-			errs = append(errs, err)
-		} else if len(pids) > 0 {
-			d.logf("[%s] killed leftover processes %v", d.Name, pids)
-		}
-		if err := unmountUnder(d.Dirs()...); err != nil {
-			errs = append(errs, err)
-		}
-		for _, p := range d.Dirs() {
-			if err := os.RemoveAll(p); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, cleanUp(d.Name, d.logf, markers, d.Dirs())...)
 		d.stopErr = errors.Join(errs...)
 		d.logf("[%s] dockerd stopped in %s", d.Name, time.Since(start).Round(time.Millisecond))
 	})

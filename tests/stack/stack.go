@@ -345,3 +345,25 @@ func childEnv(dropPrefixes ...string) []string {
 }
 
 func nopLogf(string, ...any) {}
+
+// cleanUp is the end of a daemon's Stop: it kills what is left that refers
+// to markers (shims, containers, build processes), unmounts what is still
+// mounted under dirs and removes them. logf tells which processes it
+// killed.
+func cleanUp(name string, logf func(string, ...any), markers, dirs []string) []error {
+	var errs []error
+	if pids, err := killTree(markers...); err != nil {
+		errs = append(errs, err)
+	} else if len(pids) > 0 {
+		logf("[%s] killed leftover processes %v", name, pids)
+	}
+	if err := unmountUnder(dirs...); err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range dirs {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
