@@ -28,26 +28,16 @@ func (l *Leases) Beat(ctx context.Context, instance string) error {
 
 // Expired lists the instances not seen for lease, but self.
 func (l *Leases) Expired(ctx context.Context, self string, lease time.Duration) ([]string, error) {
-	rows, err := l.db.QueryContext(ctx, l.db.Q(`SELECT id FROM obb_instances WHERE seen < ? AND id <> ? ORDER BY id`),
-		l.now().Add(-lease).UnixNano(), self)
-	if err != nil {
-		return nil, fmt.Errorf("instance leases: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return l.ids(ctx, `SELECT id FROM obb_instances WHERE seen < ? AND id <> ? ORDER BY id`, l.now().Add(-lease).UnixNano(), self)
 }
 
 // Live lists the instances seen within lease (self included if it beat).
 func (l *Leases) Live(ctx context.Context, lease time.Duration) ([]string, error) {
-	rows, err := l.db.QueryContext(ctx, l.db.Q(`SELECT id FROM obb_instances WHERE seen >= ? ORDER BY id`), l.now().Add(-lease).UnixNano())
+	return l.ids(ctx, `SELECT id FROM obb_instances WHERE seen >= ? ORDER BY id`, l.now().Add(-lease).UnixNano())
+}
+
+func (l *Leases) ids(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := l.db.QueryContext(ctx, l.db.Q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("instance leases: %w", err)
 	}
