@@ -45,17 +45,43 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("database: %w", err)
 	}
 	f.Close()
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)")
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1) // one writer; the writes are tiny
 	d := &DB{DB: db}
-	if err := d.migrateSQLite(ctx); err != nil {
+	// Processes of one builder (services run separately) open the file at
+	// once; switching a new file to WAL can answer SQLITE_BUSY at once,
+	// whatever busy_timeout says. Such a start waits its turn.
+	for wait := 20 * time.Millisecond; ; wait *= 2 {
+		err = d.migrateSQLite(ctx)
+		if err == nil || !busy(err) || wait > 5*time.Second {
+			break
+		}
 		db.Close()
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("database %s: %w", path, ctx.Err())
+		case <-time.After(wait):
+		}
+		if db, err = sql.Open("sqlite", dsn); err != nil {
+			return nil, fmt.Errorf("database %s: %w", path, err)
+		}
+		db.SetMaxOpenConns(1)
+		d.DB = db
+	}
+	if err != nil {
+		d.DB.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
 	return d, nil
+}
+
+// busy tells an SQLite "database is locked" (SQLITE_BUSY).
+func busy(err error) bool {
+	return strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked")
 }
 
 // OpenPostgres connects to url and applies the migrations it lacks.
