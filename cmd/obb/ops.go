@@ -25,6 +25,7 @@ import (
 	buildv1 "github.com/open-balena-builder/builder/proto/builder/build/v1"
 	ingestv1 "github.com/open-balena-builder/builder/proto/builder/ingest/v1"
 	schedulerv1 "github.com/open-balena-builder/builder/proto/builder/scheduler/v1"
+	"github.com/open-balena-builder/builder/services/ingest/gateway"
 )
 
 // The operator commands talk to the admin listener's REST API with the
@@ -341,7 +342,8 @@ func (c *opsClient) logs(ctx context.Context, id string) error {
 
 var ansi = regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
 
-// renderEvent is a log line as balena-cli shows it (without colours).
+// renderEvent is an event's lines as balena-cli shows them, without
+// colours; the build's end as "[Build] <state>".
 func renderEvent(e *buildv1.Event) string {
 	if f := e.GetFinished(); f != nil {
 		s := short(f.GetState().String())
@@ -350,20 +352,11 @@ func renderEvent(e *buildv1.Event) string {
 		}
 		return fmt.Sprintf("%-11s%s", "[Build]", s)
 	}
-	l := e.GetLog()
-	if l == nil {
-		return ""
+	lines := gateway.Lines(e)
+	for i, l := range lines {
+		lines[i] = ansi.ReplaceAllString(l, "")
 	}
-	tag := map[buildv1.Level]string{buildv1.Level_LEVEL_INFO: "[Info]", buildv1.Level_LEVEL_SUCCESS: "[Success]", buildv1.Level_LEVEL_WARN: "[Warn]",
-		buildv1.Level_LEVEL_ERROR: "[Error]", buildv1.Level_LEVEL_DELTA: "[Delta]"}[l.GetLevel()]
-	if (tag == "" || l.GetLevel() == buildv1.Level_LEVEL_ERROR) && e.GetService() != "" {
-		tag = "[" + e.GetService() + "]"
-	}
-	text := ansi.ReplaceAllString(strings.TrimRight(l.GetText(), "\r\n"), "")
-	if tag == "" {
-		return text
-	}
-	return fmt.Sprintf("%-11s%s", tag, text)
+	return strings.Join(lines, "\n")
 }
 
 func (c *opsClient) listHosts(ctx context.Context) error {

@@ -44,6 +44,17 @@ func prefix(colour, tag string) string {
 	return colour + tag + reset + strings.Repeat(" ", pad)
 }
 
+// Lines are the lines balena-cli prints for one build event (with its
+// colours): for other clients of the build stream, such as `obb builds
+// logs`.
+func Lines(e *buildv1.Event) []string {
+	var out []string
+	for _, m := range render(e) {
+		out = append(out, m.Message)
+	}
+	return out
+}
+
 // render turns one build event into the messages balena-cli prints. Job
 // state changes and the end of the build render as nothing: the lines
 // around them tell the story.
