@@ -30,13 +30,20 @@ func NewSQLLedger(db *sqlstore.DB, instance string) *SQLLedger {
 func (l *SQLLedger) q(s string) string { return l.db.Q(s) }
 
 // Register implements Ledger.
+// One statement for all of an executor's hosts (its heartbeat).
 func (l *SQLLedger) Register(ctx context.Context, hosts []Slots) error {
+	if len(hosts) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 2*len(hosts))
 	for _, h := range hosts {
-		_, err := l.db.ExecContext(ctx, l.q(`INSERT INTO obb_hosts (name, max_concurrent) VALUES (?, ?)
-			ON CONFLICT (name) DO UPDATE SET max_concurrent = excluded.max_concurrent`), h.Host, h.Max)
-		if err != nil {
-			return fmt.Errorf("ledger: register host %s: %w", h.Host, err)
-		}
+		args = append(args, h.Host, h.Max)
+	}
+	_, err := l.db.ExecContext(ctx, l.q(`INSERT INTO obb_hosts (name, max_concurrent) VALUES `+
+		strings.TrimSuffix(strings.Repeat("(?, ?),", len(hosts)), ",")+
+		` ON CONFLICT (name) DO UPDATE SET max_concurrent = excluded.max_concurrent`), args...)
+	if err != nil {
+		return fmt.Errorf("ledger: register %d hosts: %w", len(hosts), err)
 	}
 	return nil
 }
