@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -264,5 +265,26 @@ func TestSlotsBoundPushesPerUserAndInAll(t *testing.T) {
 	}
 	if _, err := sl.take("dave"); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("a double free gave back two slots: %v", err)
+	}
+}
+
+// A list asks the API once per fleet, not once per build.
+func TestListAsksOncePerFleet(t *testing.T) {
+	s, rel := accessRig(t)
+	for i := 3; i < 13; i++ {
+		id := fmt.Sprint(i)
+		ctx, cancel := context.WithCancelCause(context.Background())
+		t.Cleanup(func() { cancel(nil) })
+		s.builds.Add(id, &build{id: id, releaseID: int64(i), fleet: &releasev1.Fleet{Slug: "bob/app"}, user: "bob", hub: hub.New(), ctx: ctx, cancel: cancel,
+			plan: &project.Plan{}, services: map[string]*serviceRun{}, state: buildv1.BuildState_BUILD_STATE_RUNNING})
+	}
+	before := rel.calls
+	list, err := s.ListBuilds(withToken("alice-token", false), &ingestv1.ListBuildsRequest{})
+	if err != nil || len(list.GetBuilds()) != 1 {
+		t.Fatalf("alice's list: %v, %v", list, err)
+	}
+	// whoami, alice/app and bob/app: not one call per build of bob's.
+	if n := rel.calls - before; n > 3 {
+		t.Errorf("listing 12 builds of 2 fleets asked the API %d times", n)
 	}
 }

@@ -365,13 +365,18 @@ func (s *Server) ListBuilds(ctx context.Context, req *ingestv1.ListBuildsRequest
 		return nil, err
 	}
 	resp := &ingestv1.ListBuildsResponse{}
+	seen := map[string]bool{} // fleet → visible: the API is asked once per fleet
 	for _, v := range all {
 		if len(resp.Builds) == limit {
 			break
 		}
-		ok, err := s.canSee(ctx, c, v.GetFleet())
-		if err != nil {
-			return nil, err
+		ok, asked := seen[v.GetFleet()]
+		if !asked {
+			var err error
+			if ok, err = s.canSee(ctx, c, v.GetFleet()); err != nil {
+				return nil, err
+			}
+			seen[v.GetFleet()] = ok
 		}
 		if ok {
 			resp.Builds = append(resp.Builds, v)
