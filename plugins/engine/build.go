@@ -54,7 +54,7 @@ func (d *Driver) Build(ctx context.Context, spec *pluginv1.BuildSpec, buildConte
 	own := registryDomain(spec.GetImageRef())
 	auths = withJobToken(auths, own, spec.GetRegistryToken())
 	u := &untagger{d: d, c: c, jobID: spec.GetJobId(), ctx: ctx}
-	defer u.remove([]string{spec.GetImageRef() + ":latest"}, false)
+	defer u.remove([]string{spec.GetImageRef() + ":latest"})
 
 	start := time.Now()
 	var imageID string
@@ -131,7 +131,7 @@ func (d *Driver) build(ctx context.Context, c *client.Client, spec *pluginv1.Bui
 		}
 		opts.PullParent = fresh
 		// BuildKit pulls base images into its own store: it tags nothing.
-		d.hold(private...)
+		d.hold(true, private...)
 		defer d.releaseAll(private)
 		return d.buildKit(ctx, c, spec, opts, auths, buildContext, logs)
 	}
@@ -180,7 +180,7 @@ func (d *Driver) pullParent(ctx context.Context, c *client.Client, spec *pluginv
 	} else {
 		// Not the Dockerfile's doing: the build is not told (it would learn
 		// what other builds pull or what the host holds).
-		reason = freshReason(imgs, own, auths, d.isHeld)
+		reason = freshReason(imgs, own, auths, d.heldPrivately)
 		if reason == "" {
 			var err error
 			if reason, err = hostReason(ctx, c, imgs.names, spec.GetPlatform()); err != nil {
@@ -246,10 +246,10 @@ func (d *Driver) checkPinned(ctx context.Context, c *client.Client, spec *plugin
 	return nil
 }
 
-// releaseAll releases the holds on names.
+// releaseAll releases the private holds on names.
 func (d *Driver) releaseAll(names []string) {
 	for _, name := range names {
-		d.release(name)
+		d.release(name, true)
 	}
 }
 
@@ -278,8 +278,9 @@ func (d *Driver) pullBases(ctx context.Context, c *client.Client, spec *pluginv1
 			return false, canceled(ctx, spec.GetJobId(), err)
 		}
 		usable := local != nil && (platform == "" || samePlatform(platform, local.Os, local.Architecture, local.Variant))
-		if !usable || privateImage(name, own, auths) || d.isHeld(name) {
-			if local, err = d.pullBase(ctx, c, spec, name, auths, held, logs); err != nil {
+		private := privateImage(name, own, auths)
+		if !usable || private || d.heldPrivately(name) {
+			if local, err = d.pullBase(ctx, c, spec, name, private, auths, held, logs); err != nil {
 				return false, err
 			}
 		}
@@ -297,7 +298,7 @@ func (d *Driver) pullBases(ctx context.Context, c *client.Client, spec *pluginv1
 
 // pullBase pulls one base image for a classic build and returns the
 // host's image of that name.
-func (d *Driver) pullBase(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, name string, auths RegistryAuths, held *[]string, logs sdk.LogSink) (*image.InspectResponse, error) {
+func (d *Driver) pullBase(ctx context.Context, c *client.Client, spec *pluginv1.BuildSpec, name string, private bool, auths RegistryAuths, held *[]string, logs sdk.LogSink) (*image.InspectResponse, error) {
 	named, err := reference.ParseNormalizedNamed(name)
 	if err != nil { // an image id: pulled by that name from Docker Hub
 		named, err = reference.ParseNormalizedNamed("docker.io/library/" + name)
@@ -311,7 +312,7 @@ func (d *Driver) pullBase(ctx context.Context, c *client.Client, spec *pluginv1.
 			return nil, fmt.Errorf("job %s: encode the registry credentials for %s", spec.GetJobId(), reference.Domain(named))
 		}
 	}
-	d.hold(name)
+	d.hold(private, name)
 	*held = append(*held, name)
 	if err := logs(&pluginv1.Log{Text: "Pulling " + name, Info: true}); err != nil {
 		return nil, err
@@ -364,7 +365,8 @@ func (d *Driver) dropBases(u *untagger, ref string, held, pulled []string, befor
 	defer cancel()
 	var drop []string
 	for _, name := range held {
-		if !d.release(name) || !privateImage(name, own, auths) || normalRef(name) == normalRef(ref) {
+		private := privateImage(name, own, auths)
+		if !d.release(name, private) || !private || normalRef(name) == normalRef(ref) {
 			continue
 		}
 		img, err := localImage(ctx, u.c, name)
@@ -381,7 +383,7 @@ func (d *Driver) dropBases(u *untagger, ref string, held, pulled []string, befor
 			drop = append(drop, p)
 		}
 	}
-	u.remove(drop, false)
+	u.remove(drop)
 }
 
 // buildKit builds with the daemon's BuildKit (POST /build?version=2, the

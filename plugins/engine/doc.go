@@ -26,8 +26,9 @@
 //   - Base images are pulled fresh when one of them is on the openBalena
 //     registry or a registry the job has credentials for (registry
 //     secrets), cannot be resolved (FROM $VAR with no value: it may be
-//     either), looks like an image id, or is held by another build in
-//     progress of this plugin. The classic builder gets them pulled by the
+//     either), looks like an image id, or was pulled with credentials by
+//     another build in progress of this plugin (an image another build
+//     pulled anonymously is public: no reason). The classic builder gets them pulled by the
 //     driver itself before the build, together with those not on the host
 //     (for the platform), then reads the ONBUILD triggers of every base
 //     image and refuses one that takes from another image; the builder uses

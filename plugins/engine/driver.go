@@ -27,7 +27,7 @@ type Driver struct {
 	newClient ClientFunc
 
 	mu   sync.Mutex
-	held map[string]int // image name → builds in flight that pull it
+	held map[string]holds // image name → builds in flight that pull it
 }
 
 var _ sdk.Executor = (*Driver)(nil)
@@ -72,7 +72,7 @@ func NewWithOptions(logger *slog.Logger, opts Options) *Driver {
 	}
 	return &Driver{
 		logger: logger.With("plugin", opts.Name), name: opts.Name, version: opts.Version, newClient: opts.NewClient,
-		held: make(map[string]int),
+		held: make(map[string]holds),
 	}
 }
 

@@ -50,10 +50,11 @@ func (d *Driver) pull(ctx context.Context, c *client.Client, spec *pluginv1.Buil
 	if err != nil {
 		return "", canceled(ctx, spec.GetJobId(), err)
 	}
-	d.hold(img)
+	private := withCredentials || ownRegistry
+	d.hold(private, img)
 	usedHostCopy := false
 	defer func() {
-		d.dropPulled(u, img, spec.GetImageRef()+":latest", before, usedHostCopy, withCredentials || ownRegistry)
+		d.dropPulled(u, img, spec.GetImageRef()+":latest", before, usedHostCopy, private)
 	}()
 	if err := logs(&pluginv1.Log{Text: "Pulling " + img, Info: true}); err != nil {
 		return "", err
@@ -129,7 +130,7 @@ func (d *Driver) pull(ctx context.Context, c *client.Client, spec *pluginv1.Buil
 // private image (which the host must not keep). The job's own name (ref)
 // goes later, after the push.
 func (d *Driver) dropPulled(u *untagger, img, ref string, before *image.InspectResponse, usedHostCopy, private bool) {
-	if !d.release(img) || usedHostCopy || normalRef(img) == normalRef(ref) {
+	if !d.release(img, private) || usedHostCopy || normalRef(img) == normalRef(ref) {
 		return
 	}
 	if !private && before != nil {
@@ -139,7 +140,7 @@ func (d *Driver) dropPulled(u *untagger, img, ref string, before *image.InspectR
 			return // as it was
 		}
 	}
-	u.remove([]string{img}, false)
+	u.remove([]string{img})
 }
 
 // sinkError is an error of the log sink, which ends the build as it is.

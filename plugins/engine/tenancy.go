@@ -410,7 +410,8 @@ func privateImage(name, own string, auths RegistryAuths) bool {
 
 // freshReason tells why the build must pull its base images fresh
 // (PullParent), by what the Dockerfile names alone; "" when that does not
-// ask for it. held tells whether another build in progress holds a name.
+// ask for it. held tells whether another build in progress pulled a name
+// privately.
 func freshReason(imgs dockerfileImages, own string, auths RegistryAuths, held func(string) bool) string {
 	if len(imgs.unresolved) > 0 {
 		return fmt.Sprintf("%q cannot be resolved to an image name (it may be a private one)", imgs.unresolved[0])
@@ -424,7 +425,7 @@ func freshReason(imgs dockerfileImages, own string, auths RegistryAuths, held fu
 		case privateImage(name, own, auths):
 			return fmt.Sprintf("%s is on %s, a registry of the registry secrets: pulled with them", name, d)
 		case held(name):
-			return fmt.Sprintf("%s was pulled by another build in progress: pulled again with this build's credentials", name)
+			return fmt.Sprintf("%s was pulled with credentials by another build in progress: pulled again with this build's", name)
 		}
 	}
 	return ""
@@ -509,27 +510,43 @@ func normalRef(name string) string {
 	return reference.TagNameOnly(named).String()
 }
 
-// hold notes that a build in progress pulls (or pulled) refs: another
-// build naming one pulls it fresh, and its tag stays until the last build
-// holding it is over.
-func (d *Driver) hold(refs ...string) {
+// holds counts the builds in progress that pull an image: all of them,
+// and those that pull it privately (with registry credentials, or from the
+// openBalena registry).
+type holds struct{ all, private int }
+
+// hold notes that a build in progress pulls (or pulled) refs: its tag
+// stays until the last build holding it is over, and, when private (pulled
+// with credentials the next build may not have), another build naming one
+// pulls it fresh.
+func (d *Driver) hold(private bool, refs ...string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, r := range refs {
-		d.held[normalRef(r)]++
+		h := d.held[normalRef(r)]
+		h.all++
+		if private {
+			h.private++
+		}
+		d.held[normalRef(r)] = h
 	}
 }
 
 // release undoes a hold and tells whether no build holds ref any more.
-func (d *Driver) release(ref string) bool {
+func (d *Driver) release(ref string, private bool) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k := normalRef(ref)
-	if d.held[k] <= 1 {
+	h := d.held[k]
+	if h.all <= 1 {
 		delete(d.held, k)
 		return true
 	}
-	d.held[k]--
+	h.all--
+	if private && h.private > 0 {
+		h.private--
+	}
+	d.held[k] = h
 	return false
 }
 
@@ -537,7 +554,15 @@ func (d *Driver) release(ref string) bool {
 func (d *Driver) isHeld(ref string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.held[normalRef(ref)] > 0
+	return d.held[normalRef(ref)].all > 0
+}
+
+// heldPrivately tells whether a build in progress pulled ref with
+// credentials: the host's copy may be one this build must not take.
+func (d *Driver) heldPrivately(ref string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.held[normalRef(ref)].private > 0
 }
 
 // cacheName is the name a classic-builder image is kept under for the
@@ -559,13 +584,10 @@ type untagger struct {
 
 // remove removes refs; an image stays while another tag or a child uses
 // it (PruneChildren off keeps the layer cache). "No such image" is fine.
-func (u *untagger) remove(refs []string, held bool) {
+func (u *untagger) remove(refs []string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(u.ctx), untagTimeout)
 	defer cancel()
 	for _, ref := range refs {
-		if held && !u.d.release(ref) {
-			continue // another build holds it; that one removes it
-		}
 		_, err := u.c.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: false})
 		if err != nil && !cerrdefs.IsNotFound(err) {
 			u.d.logger.Warn("remove a job's tag from the host", "job", u.jobID, "ref", ref, "error", err)

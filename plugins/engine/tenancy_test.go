@@ -101,19 +101,38 @@ func TestFreshReason(t *testing.T) {
 
 func TestHoldRelease(t *testing.T) {
 	d := New(nil)
-	d.hold("r.io/x", "busybox")
-	d.hold("r.io/x:latest")
+	d.hold(true, "r.io/x", "busybox")
+	d.hold(false, "r.io/x:latest")
 	if !d.isHeld("docker.io/library/busybox:latest") || !d.isHeld("r.io/x") {
 		t.Fatal("not held under its normal name")
 	}
-	if d.release("r.io/x") {
+	if d.release("r.io/x", true) {
 		t.Error("released while another build holds it")
 	}
-	if !d.release("r.io/x:latest") || d.isHeld("r.io/x") {
+	if !d.isHeld("r.io/x") || d.heldPrivately("r.io/x") {
+		t.Error("after the private holder left: held publicly only")
+	}
+	if !d.release("r.io/x:latest", false) || d.isHeld("r.io/x") {
 		t.Error("still held after the last release")
 	}
-	if !d.release("never-held") {
+	if !d.release("never-held", false) {
 		t.Error("a name nobody holds is not the last one's")
+	}
+}
+
+// A public image another build pulled anonymously is no reason to pull it
+// fresh (offline, that would fail for nothing); one pulled with
+// credentials is.
+func TestOnlyPrivateHoldsForceAFreshPull(t *testing.T) {
+	d := New(nil)
+	imgs := dockerfileImages{names: []string{"busybox"}}
+	d.hold(false, "busybox")
+	if r := freshReason(imgs, "", nil, d.heldPrivately); r != "" {
+		t.Errorf("a public hold forces a fresh pull: %q", r)
+	}
+	d.hold(true, "busybox")
+	if r := freshReason(imgs, "", nil, d.heldPrivately); !strings.Contains(r, "pulled with credentials by another build") {
+		t.Errorf("a private hold: %q", r)
 	}
 }
 
